@@ -1,0 +1,1 @@
+"""What the producer, the consumers and the operator tools share: names, envelope, topology."""

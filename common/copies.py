@@ -1,0 +1,105 @@
+"""Copies of a delivery for its next stop (a retry tier, quarantine, its queue again).
+
+A copy keeps the body and the publisher's properties, and says in our `x-hopline-*`
+headers where it came from and what happened to it: state about a message travels with
+the message, never in a consumer's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from common import headers as h
+
+__all__ = ["failure_copy", "retry_copy"]
+
+# The broker owns these; a copy published by a client must not carry a stale history.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+def _kept_headers(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        key: value for key, value in (source or {}).items() if not key.startswith(_BROKER_HEADERS)
+    }
+
+
+def _copy(
+    incoming: AbstractIncomingMessage,
+    headers: dict[str, Any],
+    message_type: str | None,
+    message_id: str | None,
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        incoming.body,
+        headers=headers,
+        content_type=incoming.content_type,
+        content_encoding=incoming.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=incoming.priority,
+        correlation_id=incoming.correlation_id,
+        reply_to=incoming.reply_to,
+        message_id=message_id or incoming.message_id,
+        timestamp=incoming.timestamp,
+        type=message_type or incoming.type,
+        user_id=None,  # the broker checks user_id against the publisher's login
+        app_id=incoming.app_id,
+    )
+
+
+def retry_copy(
+    incoming: AbstractIncomingMessage,
+    *,
+    origin_queue: str,
+    original_routing_key: str,
+    next_attempt: int,
+    message_type: str | None,
+    message_id: str | None,
+    error_type: str,
+    error_message: str,
+) -> aio_pika.Message:
+    """The copy that waits in a retry tier and then goes back to `origin_queue`."""
+    headers = _kept_headers(incoming.headers)
+    headers[h.ATTEMPT] = next_attempt
+    headers[h.ORIGIN_QUEUE] = origin_queue
+    headers[h.ROUTING_KEY] = original_routing_key
+    headers[h.ERROR_TYPE] = error_type
+    headers[h.ERROR_MESSAGE] = h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS)
+    return _copy(incoming, headers, message_type, message_id)
+
+
+def failure_copy(
+    incoming: AbstractIncomingMessage,
+    *,
+    origin_queue: str,
+    original_routing_key: str,
+    attempt: int,
+    message_type: str | None,
+    message_id: str | None,
+    error_type: str,
+    error_message: str,
+    traceback: str,
+    reason: str,
+    consumer: str,
+    failed_at: datetime | None = None,
+) -> aio_pika.Message:
+    """The annotated copy for quarantine: everything a person needs to decide."""
+    headers = _kept_headers(incoming.headers)
+    headers.update(
+        {
+            h.ATTEMPT: attempt,
+            h.ORIGIN_QUEUE: origin_queue,
+            h.ROUTING_KEY: original_routing_key,
+            h.ERROR_TYPE: error_type,
+            h.ERROR_MESSAGE: h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS),
+            h.ERROR_TRACEBACK: h.bounded_tail(traceback, h.MAX_TRACEBACK_CHARS),
+            h.REASON: h.bounded(reason, h.MAX_ERROR_MESSAGE_CHARS),
+            h.FAILED_AT: (failed_at or datetime.now(UTC)).isoformat(),
+            h.CONSUMER: consumer,
+        }
+    )
+    return _copy(incoming, headers, message_type, message_id)

@@ -1,0 +1,191 @@
+"""The message envelope and its mapping to and from AMQP properties, headers and body.
+
+Publishing side: `new_envelope` + `to_message`. Consuming side: `decode_delivery`, which
+accepts anything a foreign publisher may send and raises `UndecodableMessageError` with a
+reason a person understands when it cannot make an envelope of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aio_pika
+import orjson
+
+from common.errors import UndecodableMessageError
+from common.headers import RESERVED_PREFIX, ROUTING_KEY
+from common.names import RoutingKeyError, is_valid_message_type, parse_routing_key, routing_key
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "Envelope",
+    "IncomingLike",
+    "decode_delivery",
+    "encode_payload",
+    "new_envelope",
+    "original_routing_key",
+    "to_message",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+# Encodings that do not change the bytes: some clients put the charset here.
+_PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8", "UTF-8"})
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message as handlers see it."""
+
+    message_id: str
+    message_type: str
+    payload: Any
+    priority: str
+    correlation_id: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None
+    app_id: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key(self.priority, self.message_type)
+
+
+def new_envelope(
+    message_type: str,
+    payload: Any,
+    priority: str,
+    *,
+    app_id: str,
+    correlation_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    message_id: str | None = None,
+) -> Envelope:
+    return Envelope(
+        message_id=message_id or str(uuid.uuid4()),
+        message_type=message_type,
+        payload=payload,
+        priority=priority,
+        correlation_id=correlation_id,
+        headers=dict(headers or {}),
+        timestamp=datetime.now(UTC),
+        app_id=app_id,
+    )
+
+
+def encode_payload(payload: Any) -> bytes:
+    return orjson.dumps(payload)
+
+
+def to_message(envelope: Envelope, body: bytes | None = None) -> aio_pika.Message:
+    """The persistent AMQP message for an envelope (`body` if the caller already encoded it)."""
+    return aio_pika.Message(
+        body if body is not None else encode_payload(envelope.payload),
+        message_id=envelope.message_id,
+        correlation_id=envelope.correlation_id,
+        type=envelope.message_type,
+        content_type=JSON_CONTENT_TYPE,
+        timestamp=envelope.timestamp,
+        app_id=envelope.app_id,
+        headers=dict(envelope.headers),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+class IncomingLike(Protocol):
+    """The parts of an aio-pika `IncomingMessage` that decoding reads."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def content_encoding(self) -> str | None: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def headers(self) -> Any: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def app_id(self) -> str | None: ...
+
+
+def original_routing_key(incoming: IncomingLike) -> str:
+    """The key it was first published with: a retry or replay travels under another key."""
+    headers = incoming.headers or {}
+    original = headers.get(ROUTING_KEY)
+    if isinstance(original, bytes):
+        original = original.decode("utf-8", "replace")
+    if isinstance(original, str) and original:
+        return original
+    return incoming.routing_key or ""
+
+
+def decode_delivery(
+    incoming: IncomingLike, *, priority: str, priorities: tuple[str, ...]
+) -> Envelope:
+    """Make an envelope of a delivery from a queue of `priority`, or say why it cannot be one."""
+    _check_content_type(incoming.content_type)
+    _check_content_encoding(incoming.content_encoding)
+    message_type = _message_type(incoming, priorities)
+    if not incoming.body:
+        raise UndecodableMessageError("empty body: expected a JSON document")
+    try:
+        payload = orjson.loads(incoming.body)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableMessageError(f"body is not valid JSON: {exc}") from exc
+    headers = incoming.headers or {}
+    return Envelope(
+        message_id=incoming.message_id or str(uuid.uuid4()),
+        message_type=message_type,
+        payload=payload,
+        priority=priority,
+        correlation_id=incoming.correlation_id,
+        headers={k: v for k, v in headers.items() if not k.startswith(RESERVED_PREFIX)},
+        timestamp=incoming.timestamp,
+        app_id=incoming.app_id,
+    )
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if not content_type:
+        return  # foreign publishers often send a bare body; we try JSON
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == JSON_CONTENT_TYPE or media_type.endswith("+json"):
+        return
+    raise UndecodableMessageError(
+        f"content type {content_type!r} is not JSON: hopline carries application/json bodies"
+    )
+
+
+def _check_content_encoding(content_encoding: str | None) -> None:
+    if content_encoding is None or content_encoding in _PLAIN_ENCODINGS:
+        return
+    raise UndecodableMessageError(
+        f"content encoding {content_encoding!r} is not supported: publish uncompressed JSON"
+    )
+
+
+def _message_type(incoming: IncomingLike, priorities: tuple[str, ...]) -> str:
+    declared = incoming.type
+    if declared:
+        if not is_valid_message_type(declared):
+            raise UndecodableMessageError(
+                f"message type {declared!r} is invalid: expected dotted lowercase words"
+            )
+        return declared
+    try:
+        _, message_type = parse_routing_key(original_routing_key(incoming), priorities)
+    except RoutingKeyError as exc:
+        raise UndecodableMessageError(f"no type property, and {exc}") from exc
+    return message_type

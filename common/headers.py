@@ -1,0 +1,69 @@
+"""Header names the pipeline adds (DESIGN.md, "Message envelope") and their bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ATTEMPT",
+    "CONSUMER",
+    "ERROR_MESSAGE",
+    "ERROR_TRACEBACK",
+    "ERROR_TYPE",
+    "FAILED_AT",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_TRACEBACK_CHARS",
+    "ORIGIN_QUEUE",
+    "REASON",
+    "RESERVED_PREFIX",
+    "ROUTING_KEY",
+    "bounded",
+    "bounded_tail",
+    "read_attempt",
+]
+
+RESERVED_PREFIX = "x-hopline-"
+ATTEMPT = "x-hopline-attempt"
+ORIGIN_QUEUE = "x-hopline-queue"
+ROUTING_KEY = "x-hopline-routing-key"
+ERROR_TYPE = "x-hopline-error-type"
+ERROR_MESSAGE = "x-hopline-error-message"
+ERROR_TRACEBACK = "x-hopline-error-traceback"
+FAILED_AT = "x-hopline-failed-at"
+CONSUMER = "x-hopline-consumer"
+# Why the message was quarantined, e.g. "gave up after 5 attempts: ...".
+REASON = "x-hopline-reason"
+
+# A header table must fit in one AMQP frame (128 KiB by default) next to everything else,
+# so what we add is bounded no matter how large an exception is.
+MAX_ERROR_MESSAGE_CHARS = 1_000
+MAX_TRACEBACK_CHARS = 8_000
+
+
+def bounded(text: str, limit: int) -> str:
+    """Keep the head of `text` (an error message's first words matter most)."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 15] + " …[truncated]"
+
+
+def bounded_tail(text: str, limit: int) -> str:
+    """Keep the tail of `text` (a traceback's innermost frames matter most)."""
+    if len(text) <= limit:
+        return text
+    return "[truncated]… " + text[-(limit - 13) :]
+
+
+def read_attempt(headers: Mapping[str, Any] | None) -> int:
+    """Our 1-based attempt counter; absent or unreadable (a foreign publisher) means 1."""
+    if not headers:
+        return 1
+    raw: Any = headers.get(ATTEMPT)
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    try:
+        attempt = int(raw)
+    except (TypeError, ValueError):
+        return 1
+    return max(attempt, 1)

@@ -1,0 +1,27 @@
+"""Keep secrets out of logs and error messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import MutableMapping
+from typing import Any
+
+__all__ = ["redact_event", "redact_url"]
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+_SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization")
+
+
+def redact_url(text: str) -> str:
+    """`amqp://user:pw@host/` -> `amqp://user:***@host/`, anywhere in `text`."""
+    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """structlog processor: mask secret-looking keys and passwords inside URLs."""
+    for key, value in list(event.items()):
+        if any(marker in key.lower() for marker in _SECRET_KEYS):
+            event[key] = "***"
+        elif isinstance(value, str) and "://" in value:
+            event[key] = redact_url(value)
+    return event

@@ -1,0 +1,226 @@
+"""The broker topology as data: frozen specs built by pure functions from settings.
+
+`common.declare` is the only module that turns these specs into broker calls;
+`common.definitions` turns the same specs into definitions JSON and a diagram.
+
+Queue arguments depend on the broker version in one place: RabbitMQ 4 gives quorum queues a
+default delivery limit of 20, so queues where nothing may ever be dropped (quarantine,
+unroutable) ask for `x-delivery-limit = -1` (unlimited) there; RabbitMQ 3.x reads -1 as
+"dead-letter on the first requeue" and has no default limit, so there we leave it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from common.names import routing_key
+from common.settings import HoplineSettings
+
+__all__ = [
+    "BindingSpec",
+    "BrokerVersion",
+    "ExchangeSpec",
+    "QueueSpec",
+    "Topology",
+    "arguments_of",
+    "core_topology",
+    "service_topology",
+]
+
+_T = TypeVar("_T")
+ExchangeType = Literal["topic", "direct", "fanout", "headers"]
+Arguments = tuple[tuple[str, Any], ...]  # hashable, so specs can be compared and deduplicated
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class BrokerVersion:
+    major: int
+    minor: int = 0
+
+    @classmethod
+    def parse(cls, text: str | bytes | None) -> BrokerVersion:
+        """`3.10.8` -> (3, 10); unknown versions are taken as the current release."""
+        if isinstance(text, bytes):
+            text = text.decode("ascii", "replace")
+        try:
+            major, minor, *_ = (text or "").split(".")
+            return cls(int(major), int(minor))
+        except ValueError:
+            return CURRENT_RELEASE
+
+
+CURRENT_RELEASE = BrokerVersion(4, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType
+    argument_items: Arguments = ()
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    argument_items: Arguments = ()
+    purpose: str = ""  # shown in the diagram and docs
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    source: str
+    destination: str
+    routing_key: str = ""
+    argument_items: Arguments = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+    bindings: tuple[BindingSpec, ...] = ()
+
+    def __add__(self, other: Topology) -> Topology:
+        return Topology(
+            _unique(self.exchanges + other.exchanges),
+            _unique(self.queues + other.queues),
+            _unique(self.bindings + other.bindings),
+        )
+
+    def queue(self, name: str) -> QueueSpec:
+        for spec in self.queues:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def arguments_of(spec: ExchangeSpec | QueueSpec | BindingSpec) -> dict[str, Any]:
+    """A spec's x-arguments as the dict aio-pika and the definitions JSON take."""
+    return dict(spec.argument_items)
+
+
+def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _frozen(arguments: Mapping[str, Any]) -> Arguments:
+    return tuple(sorted(arguments.items()))
+
+
+def _kept_forever_arguments(settings: HoplineSettings, version: BrokerVersion) -> Arguments:
+    """Quarantine and unroutable: no TTL, no length limit, no delivery limit."""
+    arguments: dict[str, Any] = {"x-queue-type": settings.queue_type}
+    if settings.queue_type == "quorum" and version >= BrokerVersion(4, 0):
+        arguments["x-delivery-limit"] = -1
+    return _frozen(arguments)
+
+
+def _retry_tier_arguments(
+    settings: HoplineSettings, delay_s: float, version: BrokerVersion
+) -> Arguments:
+    arguments: dict[str, Any] = {
+        "x-queue-type": settings.queue_type,
+        "x-message-ttl": round(delay_s * 1000),
+        "x-dead-letter-exchange": settings.names.requeue,
+    }
+    if settings.queue_type == "quorum":
+        # A message expiring from a tier stays in it until its work queue confirmed it.
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+        if version >= BrokerVersion(4, 0):
+            arguments["x-delivery-limit"] = -1
+    return _frozen(arguments)
+
+
+def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
+    arguments: dict[str, Any] = {
+        "x-queue-type": settings.queue_type,
+        "x-dead-letter-exchange": settings.names.dlx,
+        "x-dead-letter-routing-key": service,
+    }
+    if settings.queue_type == "quorum":
+        # The broker itself quarantines a message that keeps killing its consumer.
+        arguments["x-delivery-limit"] = settings.delivery_limit
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return _frozen(arguments)
+
+
+def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
+    """What exists once per prefix, whatever services run: ingress, unroutable, retry, dlx."""
+    names = settings.names
+    exchanges = [
+        ExchangeSpec(names.ingress, "topic", _frozen({"alternate-exchange": names.unroutable})),
+        ExchangeSpec(names.unroutable, "fanout"),
+        ExchangeSpec(names.retry, "direct"),
+        ExchangeSpec(names.requeue, "headers"),
+        ExchangeSpec(names.dlx, "direct"),
+    ]
+    queues = [
+        QueueSpec(
+            names.unroutable,
+            _kept_forever_arguments(settings, version),
+            "messages whose routing key matched no binding",
+        )
+    ]
+    bindings = [BindingSpec(names.unroutable, names.unroutable)]
+    for delay_s in settings.retry_delays_s:
+        tier = names.retry_queue(delay_s)
+        queues.append(
+            QueueSpec(
+                tier,
+                _retry_tier_arguments(settings, delay_s, version),
+                f"retry tier: waits {tier.rsplit('.', 1)[-1]}, then back to its queue",
+            )
+        )
+        bindings.append(BindingSpec(names.retry, tier, tier))
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
+def service_topology(
+    settings: HoplineSettings,
+    service: str,
+    type_patterns: Iterable[str],
+    version: BrokerVersion = CURRENT_RELEASE,
+) -> Topology:
+    """A service's work queue per priority, its bindings, and its quarantine queue."""
+    names = settings.names
+    patterns = tuple(dict.fromkeys(type_patterns))
+    queues: list[QueueSpec] = []
+    bindings: list[BindingSpec] = []
+    for priority in settings.priorities:
+        queue = names.work_queue(service, priority)
+        queues.append(
+            QueueSpec(
+                queue,
+                _work_queue_arguments(settings, service),
+                f"{service}: {priority}-priority work",
+            )
+        )
+        bindings.extend(
+            BindingSpec(names.ingress, queue, routing_key(priority, pattern))
+            for pattern in patterns
+        )
+        # Retries and replays come back to exactly this queue, whatever their routing key.
+        bindings.append(
+            BindingSpec(
+                names.requeue,
+                queue,
+                "",
+                _frozen({"x-match": "all-with-x", "x-hopline-queue": queue}),
+            )
+        )
+    quarantine = names.quarantine(service)
+    queues.append(
+        QueueSpec(
+            quarantine,
+            _kept_forever_arguments(settings, version),
+            f"{service}: failed messages awaiting a person's decision",
+        )
+    )
+    bindings.append(BindingSpec(names.dlx, quarantine, service))
+    return core_topology(settings, version) + Topology((), tuple(queues), tuple(bindings))

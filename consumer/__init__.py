@@ -1,0 +1,6 @@
+"""hopline consumer services: a handler registry and the runtime that drives it."""
+
+from consumer.errors import PermanentError, RetryableError
+from consumer.registry import HandlerSpec, Registry
+
+__all__ = ["HandlerSpec", "PermanentError", "Registry", "RetryableError"]

@@ -1,0 +1,40 @@
+"""`hopline-consumer`: run one consumer service until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from common.errors import HoplineError
+from common.logging import configure_logging, get_logger
+from common.settings import ConsumerSettings, load_settings
+from consumer.loader import load_registry
+from consumer.worker import Worker
+
+__all__ = ["main", "serve"]
+
+
+async def serve(settings: ConsumerSettings) -> None:
+    registry = load_registry(settings.handlers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Worker(settings, registry):
+        await stop.wait()
+        get_logger("hopline.consumer").info("consumer.stopping", grace_s=settings.shutdown_grace_s)
+
+
+def main() -> None:
+    try:
+        settings = load_settings(ConsumerSettings)
+        configure_logging(settings.log_level, settings.log_format)
+        asyncio.run(serve(settings))
+    except HoplineError as exc:
+        print(f"hopline-consumer: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The example service `make run` starts, so a newcomer sees every path a message can take.
+
+- `orders.created` always succeeds;
+- `payments.charge` fails transiently now and then (about one time in three) and succeeds
+  on a retry;
+- `reports.render` always fails, is retried through the tiers and ends in quarantine;
+- `#` (catch-all) logs anything else, so foreign publishers' messages are processed too.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from common.envelope import Envelope
+from common.logging import get_logger
+from consumer import Registry, RetryableError
+
+__all__ = ["OrderCreated", "registry"]
+
+registry = Registry("demo")
+_log = get_logger("hopline.examples")
+
+
+class OrderCreated(BaseModel):
+    order_id: str = Field(min_length=1)
+    amount_cents: int = Field(ge=0)
+
+
+@registry.handler("orders.created", max_attempts=5, timeout=10, model=OrderCreated)
+async def order_created(order: OrderCreated) -> None:
+    _log.info("order.created", order_id=order.order_id, amount_cents=order.amount_cents)
+
+
+@registry.handler("payments.charge", max_attempts=5, timeout=10)
+async def charge(payload: dict[str, Any], envelope: Envelope) -> None:
+    if random.random() < 1 / 3:  # a flaky payment gateway
+        raise RetryableError("payment gateway timed out")
+    _log.info("payment.charged", payload=payload, message_id=envelope.message_id)
+
+
+@registry.handler("reports.render", max_attempts=3, timeout=10)
+async def render_report(payload: dict[str, Any]) -> None:
+    raise RuntimeError(f"template {payload.get('template', '?')!r} is missing")
+
+
+@registry.handler("#", max_attempts=3, timeout=10)
+async def anything_else(payload: Any, envelope: Envelope) -> None:
+    _log.info("message.received", type=envelope.message_type, payload=payload)

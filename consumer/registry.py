@@ -1,0 +1,143 @@
+"""Handlers as data: which function handles which message type, with which retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from common.errors import ConfigurationError
+from common.names import is_valid_message_type, topic_matches
+
+__all__ = ["HandlerFunc", "HandlerSpec", "Registry"]
+
+HandlerFunc = Callable[..., Awaitable[Any]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One registered handler and its policy."""
+
+    type_pattern: str
+    func: HandlerFunc
+    max_attempts: int
+    timeout_s: float
+    model: type[BaseModel] | None
+    retry_delays_s: tuple[float, ...] | None
+    wants_envelope: bool
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+
+class Registry:
+    """The handlers of one consumer service.
+
+    >>> registry = Registry("orders")
+    >>> @registry.handler("orders.created", max_attempts=5, timeout=30)
+    ... async def created(payload): ...
+    """
+
+    def __init__(self, service: str) -> None:
+        if not service or "." in service or not is_valid_message_type(service):
+            raise ConfigurationError(f"service name {service!r} must be one lowercase word")
+        self.service = service
+        self._exact: dict[str, HandlerSpec] = {}
+        self._patterns: list[HandlerSpec] = []
+
+    def handler(
+        self,
+        message_type: str,
+        *,
+        max_attempts: int = 5,
+        timeout: float = 30.0,
+        model: type[BaseModel] | None = None,
+        retry_delays_s: tuple[float, ...] | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register a handler for a type or a topic pattern (`orders.*`, `#` for catch-all).
+
+        The function takes `(payload)` or `(payload, envelope)`; with `model`, the payload
+        arrives validated as that pydantic model. `timeout` is in seconds.
+        """
+        _check_pattern(message_type)
+        if max_attempts < 1:
+            raise ConfigurationError(f"{message_type}: max_attempts must be at least 1")
+        if timeout <= 0:
+            raise ConfigurationError(f"{message_type}: timeout must be positive")
+
+        def register(func: _F) -> _F:
+            if message_type in self._exact or any(
+                spec.type_pattern == message_type for spec in self._patterns
+            ):
+                raise ConfigurationError(f"{message_type!r} already has a handler")
+            spec = HandlerSpec(
+                type_pattern=message_type,
+                func=_as_coroutine(func),
+                max_attempts=max_attempts,
+                timeout_s=float(timeout),
+                model=model,
+                retry_delays_s=retry_delays_s,
+                wants_envelope=_positional_count(func) >= 2,
+            )
+            if "*" in message_type or "#" in message_type:
+                self._patterns.append(spec)
+                # Specific patterns first; the catch-all `#` only when nothing else matches.
+                self._patterns.sort(key=lambda s: s.type_pattern.count("#"))
+            else:
+                self._exact[message_type] = spec
+            return func
+
+        return register
+
+    def find(self, message_type: str) -> HandlerSpec | None:
+        spec = self._exact.get(message_type)
+        if spec is not None:
+            return spec
+        for candidate in self._patterns:
+            if topic_matches(candidate.type_pattern, message_type):
+                return candidate
+        return None
+
+    @property
+    def type_patterns(self) -> tuple[str, ...]:
+        """Binding patterns for the service's queues."""
+        return (*self._exact, *(spec.type_pattern for spec in self._patterns))
+
+    @property
+    def specs(self) -> tuple[HandlerSpec, ...]:
+        return (*self._exact.values(), *self._patterns)
+
+
+def _check_pattern(pattern: str) -> None:
+    words = pattern.split(".")
+    if all(word in ("*", "#") or is_valid_message_type(word) for word in words) and all(words):
+        return
+    raise ConfigurationError(f"handler type {pattern!r} must be dotted lowercase words, `*` or `#`")
+
+
+def _positional_count(func: Callable[..., Any]) -> int:
+    parameters = inspect.signature(func).parameters.values()
+    return sum(
+        1
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    )
+
+
+def _as_coroutine(func: Callable[..., Any]) -> HandlerFunc:
+    """Blocking handlers run in a thread so they cannot stall the event loop."""
+    if inspect.iscoroutinefunction(func):
+        return func
+
+    @functools.wraps(func)
+    async def in_thread(*args: Any) -> Any:
+        return await asyncio.to_thread(func, *args)
+
+    return in_thread

@@ -1,0 +1,260 @@
+"""The consumer runtime: declare the service's queues, consume them by priority, settle.
+
+Lifecycle: `start()` connects, declares and begins consuming; `stop()` cancels the
+consumers (no new deliveries), lets buffered and running handlers finish within the grace
+period and closes the connection. Whatever is still unacked then is redelivered by the
+broker to another consumer: nothing is lost, at worst handled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from structlog.contextvars import bound_contextvars
+
+from common.connection import broker_version, connect
+from common.declare import declare_topology
+from common.envelope import decode_delivery, original_routing_key
+from common.errors import ConfigurationError, UndecodableMessageError
+from common.headers import read_attempt
+from common.logging import get_logger
+from common.settings import ConsumerSettings
+from common.topology import Topology, service_topology
+from consumer.actions import DeliveryContext, Settler
+from consumer.dispatch import run_handler
+from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
+from consumer.registry import HandlerSpec, Registry
+from consumer.scheduler import PriorityBuffer
+
+__all__ = ["Worker"]
+
+_log = get_logger("hopline.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    incoming: AbstractIncomingMessage
+    queue: str
+    priority: str
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        registry: Registry,
+        *,
+        consumer_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.service = registry.service
+        self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
+        self._default_policy = RetryPolicy(5, tuple(settings.retry_delays_s))
+        self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
+        self._buffer: PriorityBuffer[_Delivery] = PriorityBuffer()
+        self._connection: AbstractRobustConnection | None = None
+        self._topology: Topology | None = None
+        self._settler: Settler | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._slots: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
+        delays = spec.retry_delays_s or tuple(self.settings.retry_delays_s)
+        missing = set(delays) - set(self.settings.retry_delays_s)
+        if missing:
+            raise ConfigurationError(
+                f"handler {spec.type_pattern!r} asks for retry delays {sorted(missing)} that are "
+                f"not retry tiers; HOPLINE_RETRY_DELAYS_S is {self.settings.retry_delays_s}"
+            )
+        return RetryPolicy(spec.max_attempts, delays)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._connection = connection = await connect(
+            settings, name=f"hopline-consumer {self.consumer_name}"
+        )
+        try:
+            self._topology = service_topology(
+                settings, self.service, self.registry.type_patterns, broker_version(connection)
+            )
+            await declare_topology(connection, self._topology)
+            connection.reconnect_callbacks.add(self._redeclare)
+
+            publish_channel = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self._settler = Settler(
+                publish_channel,
+                settings.names,
+                service=self.service,
+                consumer_name=self.consumer_name,
+                publish_timeout_s=settings.publish_timeout_s,
+            )
+            await self._settler.open()
+            self._slots = [
+                asyncio.create_task(self._run_slot(), name=f"hopline-slot-{i}")
+                for i in range(settings.concurrency)
+            ]
+            for priority in settings.served_priorities:
+                await self._consume(priority)
+        except BaseException:
+            await self._close()
+            raise
+        self.ready.set()
+        _log.info(
+            "consumer.started",
+            service=self.service,
+            priorities=list(settings.served_priorities),
+            types=list(self.registry.type_patterns),
+            concurrency=settings.concurrency,
+            prefetch=settings.effective_prefetch,
+        )
+
+    async def _consume(self, priority: str) -> None:
+        assert self._connection is not None and self._topology is not None
+        name = self.settings.names.work_queue(self.service, priority)
+        rank = self.settings.priorities.index(priority)
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.settings.effective_prefetch)
+        spec = self._topology.queue(name)
+        queue = await channel.declare_queue(name, durable=True, arguments=dict(spec.argument_items))
+
+        async def on_delivery(incoming: AbstractIncomingMessage) -> None:
+            self._buffer.put(rank, _Delivery(incoming, name, priority))
+
+        tag = await queue.consume(on_delivery, no_ack=False)
+        self._consumers.append((queue, tag))
+
+    async def _redeclare(self, *_args: object) -> None:
+        if self._connection is not None and self._topology is not None:
+            await declare_topology(self._connection, self._topology)
+            _log.info("topology.redeclared", service=self.service)
+
+    async def _run_slot(self) -> None:
+        while True:
+            delivery = await self._buffer.get()
+            try:
+                await self._process(delivery)
+            except Exception:  # a bug of ours must not kill the slot; the broker redelivers
+                _log.exception("delivery.crashed", queue=delivery.queue)
+            finally:
+                self._buffer.done()
+
+    async def _process(self, delivery: _Delivery) -> None:
+        incoming = delivery.incoming
+        attempt = read_attempt(incoming.headers)
+        with bound_contextvars(
+            message_id=incoming.message_id, queue=delivery.queue, attempt=attempt
+        ):
+            try:
+                envelope = decode_delivery(
+                    incoming, priority=delivery.priority, priorities=self.settings.priority_order
+                )
+            except UndecodableMessageError as exc:
+                outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
+                context = self._context(delivery, attempt, incoming.type, incoming.message_id)
+                await self._apply(
+                    incoming, decide(outcome, attempt, self._default_policy), context, outcome
+                )
+                return
+            spec = self.registry.find(envelope.message_type)
+            if spec is None:
+                outcome = Outcome(
+                    OutcomeKind.UNKNOWN_TYPE,
+                    "UnknownMessageType",
+                    f"service {self.service!r} has no handler for type {envelope.message_type!r}",
+                )
+                policy = self._default_policy
+            else:
+                outcome = await run_handler(spec, envelope)
+                policy = self._policies[spec.type_pattern]
+            context = self._context(delivery, attempt, envelope.message_type, envelope.message_id)
+            with bound_contextvars(type=envelope.message_type):
+                await self._apply(incoming, decide(outcome, attempt, policy), context, outcome)
+
+    @staticmethod
+    def _context(
+        delivery: _Delivery, attempt: int, message_type: str | None, message_id: str | None
+    ) -> DeliveryContext:
+        return DeliveryContext(
+            origin_queue=delivery.queue,
+            original_routing_key=original_routing_key(delivery.incoming),
+            attempt=attempt,
+            message_type=message_type,
+            message_id=message_id,
+        )
+
+    async def _apply(
+        self,
+        incoming: AbstractIncomingMessage,
+        decision: Ack | Retry | Quarantine,
+        context: DeliveryContext,
+        outcome: Outcome,
+    ) -> None:
+        settler = self._settler
+        assert settler is not None
+        if isinstance(decision, Ack):
+            await settler.ack(incoming)
+            _log.info("message.handled", outcome="ack")
+        elif isinstance(decision, Retry):
+            done = await settler.retry(incoming, decision, context, outcome)
+            _log.warning(
+                "message.handled",
+                outcome="retry" if done else "rejected",
+                delay_s=decision.delay_s,
+                next_attempt=decision.next_attempt,
+                error_type=outcome.error_type,
+                error=outcome.error_message,
+            )
+        else:
+            done = await settler.quarantine(incoming, decision, context, outcome)
+            _log.error(
+                "message.handled",
+                outcome="quarantine" if done else "rejected",
+                reason=decision.reason,
+                error_type=outcome.error_type,
+            )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking deliveries, let handlers finish within the grace period, close."""
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # a closed channel has no consumer left to cancel
+                _log.debug("consumer.cancel_failed", queue=queue.name, error=str(exc))
+        self._consumers.clear()
+        try:
+            await asyncio.wait_for(self._buffer.drained(), timeout=grace_s)
+        except TimeoutError:
+            _log.warning(
+                "consumer.grace_expired",
+                grace_s=grace_s,
+                unfinished=len(self._buffer),
+                consequence="unacked messages are redelivered by the broker",
+            )
+        await self._close()
+        _log.info("consumer.stopped", service=self.service)
+
+    async def _close(self) -> None:
+        for slot in self._slots:
+            slot.cancel()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        self._slots.clear()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        self.ready.clear()

@@ -1,0 +1,1 @@
+"""hopline's HTTP ingestion service."""

@@ -1,0 +1,34 @@
+"""`hopline-producer`: serve the ingestion API with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from common.errors import HoplineError
+from common.logging import configure_logging
+from common.settings import ProducerSettings, load_settings
+from producer.app import create_app
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    try:
+        settings = load_settings(ProducerSettings)
+    except HoplineError as exc:
+        print(f"hopline-producer: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Routes: turn a request into an envelope, publish it, map known errors to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from common.envelope import encode_payload, new_envelope, to_message
+from common.errors import BrokerUnavailableError, PublishNotConfirmedError
+from common.logging import get_logger
+from common.settings import ProducerSettings
+from producer.publisher import Publisher
+from producer.schemas import (
+    BatchIn,
+    BatchItemResult,
+    BatchOut,
+    MessageAccepted,
+    MessageIn,
+    Problem,
+)
+
+__all__ = ["PayloadTooLarge", "ServiceUnavailable", "router"]
+
+_log = get_logger("hopline.producer")
+router = APIRouter()
+
+
+class ServiceUnavailable(Exception):
+    """Answered as 503 with Retry-After: the client should try the same request again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _settings(request: Request) -> ProducerSettings:
+    settings: ProducerSettings = request.app.state.settings
+    return settings
+
+
+def _publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
+
+
+SettingsDep = Annotated[ProducerSettings, Depends(_settings)]
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+
+_UNAVAILABLE: dict[int | str, dict[str, object]] = {
+    503: {
+        "model": Problem,
+        "description": "Broker unreachable or publish not confirmed; "
+        "retry after `Retry-After` seconds.",
+    }
+}
+
+
+def _check(message: MessageIn, settings: ProducerSettings, loc: tuple[str | int, ...]) -> bytes:
+    """Rules that depend on configuration; returns the encoded payload."""
+    if message.priority not in settings.priorities:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "enum",
+                    "loc": (*loc, "priority"),
+                    "msg": f"priority must be one of {', '.join(settings.priorities)}",
+                    "input": message.priority,
+                }
+            ]
+        )
+    body = encode_payload(message.payload)
+    if len(body) > settings.max_payload_bytes:
+        where = ".".join(str(part) for part in loc[1:]) or "message"
+        raise PayloadTooLarge(
+            f"{where}: payload is {len(body)} bytes as JSON; the limit is "
+            f"{settings.max_payload_bytes} bytes (HOPLINE_MAX_PAYLOAD_BYTES)"
+        )
+    return body
+
+
+async def _publish(
+    message: MessageIn, body: bytes, settings: ProducerSettings, publisher: Publisher
+) -> MessageAccepted:
+    envelope = new_envelope(
+        message.type,
+        message.payload,
+        message.priority,
+        app_id=settings.app_id,
+        correlation_id=message.correlation_id,
+        headers=message.headers,
+        message_id=message.message_id,
+    )
+    await publisher.publish(to_message(envelope, body), envelope.routing_key)
+    return MessageAccepted(message_id=envelope.message_id, routing_key=envelope.routing_key)
+
+
+@router.post(
+    "/v1/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={413: {"model": Problem}, **_UNAVAILABLE},
+    summary="Publish one message; 202 only after the broker confirmed it",
+)
+async def post_message(
+    message: MessageIn, settings: SettingsDep, publisher: PublisherDep
+) -> MessageAccepted:
+    body = _check(message, settings, ("body",))
+    try:
+        accepted = await _publish(message, body, settings, publisher)
+    except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    _log.info("message.accepted", message_id=accepted.message_id, routing_key=accepted.routing_key)
+    return accepted
+
+
+@router.post(
+    "/v1/messages/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={413: {"model": Problem}, **_UNAVAILABLE},
+    summary="Publish up to `max_batch_size` messages concurrently; a result per item",
+)
+async def post_batch(batch: BatchIn, settings: SettingsDep, publisher: PublisherDep) -> BatchOut:
+    if len(batch.messages) > settings.max_batch_size:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "messages"),
+                    "msg": f"at most {settings.max_batch_size} messages per batch",
+                    "input": len(batch.messages),
+                }
+            ]
+        )
+    # Validate everything first: a batch with a bad item publishes nothing.
+    bodies = [
+        _check(message, settings, ("body", "messages", index))
+        for index, message in enumerate(batch.messages)
+    ]
+    if not publisher.ready:
+        raise ServiceUnavailable("RabbitMQ is not reachable right now")
+    envelopes = [
+        new_envelope(
+            m.type,
+            m.payload,
+            m.priority,
+            app_id=settings.app_id,
+            correlation_id=m.correlation_id,
+            headers=m.headers,
+            message_id=m.message_id,
+        )
+        for m in batch.messages
+    ]
+    outcomes = await asyncio.gather(
+        *(
+            publisher.publish(to_message(envelope, body), envelope.routing_key)
+            for envelope, body in zip(envelopes, bodies, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    results = []
+    for index, (envelope, outcome) in enumerate(zip(envelopes, outcomes, strict=True)):
+        if isinstance(outcome, BaseException) and not isinstance(
+            outcome, BrokerUnavailableError | PublishNotConfirmedError
+        ):
+            raise outcome
+        results.append(
+            BatchItemResult(
+                index=index,
+                status="failed" if outcome else "accepted",
+                message_id=envelope.message_id,
+                routing_key=envelope.routing_key,
+                error=str(outcome) if outcome else None,
+            )
+        )
+    failed = sum(1 for r in results if r.status == "failed")
+    if failed == len(results):
+        raise ServiceUnavailable(f"none of the {failed} messages was confirmed: {results[0].error}")
+    _log.info("batch.accepted", accepted=len(results) - failed, failed=failed)
+    return BatchOut(accepted=len(results) - failed, failed=failed, results=results)
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Broker reachable and topology declared", responses=_UNAVAILABLE)
+async def readyz(publisher: PublisherDep, settings: SettingsDep) -> JSONResponse:
+    if publisher.ready:
+        return JSONResponse({"status": "ready", "broker": "connected", "topology": "declared"})
+    return JSONResponse(
+        {"status": "unavailable", "detail": "RabbitMQ is not reachable or topology not declared"},
+        status_code=503,
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )

@@ -1,0 +1,55 @@
+"""The producer's composition root: `create_app(settings, publisher=...)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from common.settings import ProducerSettings
+from producer.api import PayloadTooLarge, ServiceUnavailable, router
+from producer.limits import BodySizeLimit
+from producer.publisher import BrokerPublisher, Publisher
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
+    """Wire the app; `publisher` is the seam tests use (default: the real broker)."""
+    chosen: Publisher = publisher or BrokerPublisher(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await chosen.start()
+        try:
+            yield
+        finally:
+            await chosen.close()
+
+    app = FastAPI(
+        title="hopline producer",
+        version="1.0",
+        description="Accepts messages over HTTP and publishes them to RabbitMQ with publisher "
+        "confirms: a 202 means the broker has the message.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.publisher = chosen
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(_request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=413)
+
+    return app

@@ -1,0 +1,140 @@
+"""Publish envelopes to the ingress exchange and return only once the broker confirmed them.
+
+The publisher keeps one robust connection. It starts without a broker (the service answers
+503 until one is reachable), declares the core topology whenever it (re)connects, and turns
+every way a publish can fail into `BrokerUnavailableError` or `PublishNotConfirmedError`, so
+the HTTP layer never has to know about AMQP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import DeliveryError, PublishError
+
+from common.connection import broker_version, connect
+from common.declare import declare_topology
+from common.errors import BrokerUnavailableError, HoplineError, PublishNotConfirmedError
+from common.logging import get_logger
+from common.settings import HoplineSettings
+from common.topology import core_topology
+
+__all__ = ["BrokerPublisher", "Publisher"]
+
+_log = get_logger("hopline.producer")
+
+
+class Publisher(Protocol):
+    """What the HTTP layer needs; tests may pass any object with this shape."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        """Return once confirmed; raise BrokerUnavailableError or PublishNotConfirmedError."""
+
+
+class BrokerPublisher:
+    def __init__(self, settings: HoplineSettings, *, reconnect_interval_s: float = 1.0) -> None:
+        self._settings = settings
+        self._reconnect_interval_s = reconnect_interval_s
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._topology_declared = False
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        connection = self._connection
+        return (
+            connection is not None
+            and connection.connected.is_set()
+            and self._topology_declared
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def start(self) -> None:
+        """Begin connecting in the background; the service is up even while the broker is not."""
+        self._connector = asyncio.create_task(self._connect_until_done(), name="hopline-connect")
+
+    async def _connect_until_done(self) -> None:
+        while True:
+            try:
+                await self._open()
+                return
+            except HoplineError as exc:
+                _log.warning(
+                    "broker.unavailable", error=str(exc), retry_in_s=self._reconnect_interval_s
+                )
+            await asyncio.sleep(self._reconnect_interval_s)
+
+    async def _open(self) -> None:
+        connection = await connect(self._settings, name="hopline-producer")
+        try:
+            await self._declare(connection)
+            self._channel = await connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.get_exchange(
+                self._settings.names.ingress, ensure=False
+            )
+        except BaseException:
+            await connection.close()
+            raise
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        connection.close_callbacks.add(self._on_close)
+        self._connection = connection
+        _log.info("broker.connected", exchange=self._settings.names.ingress)
+
+    async def _declare(self, connection: AbstractRobustConnection) -> None:
+        topology = core_topology(self._settings, broker_version(connection))
+        await declare_topology(connection, topology)
+        self._topology_declared = True
+
+    async def _on_reconnect(self, *_args: object) -> None:
+        if self._connection is None:
+            return
+        await self._declare(self._connection)
+        _log.info("broker.reconnected")
+
+    def _on_close(self, *_args: object) -> None:
+        _log.warning("broker.connection_lost", consequence="answering 503 until reconnected")
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        self._topology_declared = False
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        exchange = self._exchange
+        if exchange is None or not self.ready:
+            raise BrokerUnavailableError("RabbitMQ is not reachable right now")
+        timeout_s = self._settings.publish_timeout_s
+        try:
+            # The outer deadline also covers waiting for a reconnect or a blocked connection
+            # (memory or disk alarm), where aio-pika's own timeout does not apply.
+            async with asyncio.timeout(timeout_s):
+                await exchange.publish(message, routing_key, mandatory=True, timeout=timeout_s)
+        except TimeoutError as exc:
+            raise PublishNotConfirmedError(
+                f"the broker did not confirm the publish within {timeout_s:g} s"
+            ) from exc
+        except DeliveryError as exc:
+            raise PublishNotConfirmedError(f"the broker refused the message: {exc}") from exc
+        except PublishError as exc:
+            raise PublishNotConfirmedError(f"the broker returned the message: {exc}") from exc
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailableError(f"lost the broker while publishing: {exc}") from exc

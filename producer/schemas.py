@@ -1,0 +1,104 @@
+"""Request and response bodies of the ingestion API."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from common.headers import RESERVED_PREFIX
+from common.names import MESSAGE_TYPE_PATTERN
+
+__all__ = [
+    "BatchIn",
+    "BatchItemResult",
+    "BatchOut",
+    "MessageAccepted",
+    "MessageIn",
+    "Problem",
+]
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "orders.created",
+                    "payload": {"order_id": "A-1001", "amount_cents": 2599},
+                    "priority": "high",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(
+        pattern=MESSAGE_TYPE_PATTERN,
+        max_length=200,
+        description="Message type: dotted lowercase words, e.g. `orders.created`.",
+    )
+    payload: JsonValue = Field(description="Any JSON value; handed to the handler as is.")
+    priority: str = Field("normal", max_length=32, description="One of the configured priorities.")
+    correlation_id: str | None = Field(None, min_length=1, max_length=255)
+    message_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Your own id, to make retries of this request idempotent downstream. "
+        "Generated (UUID) when absent.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="String headers passed to the handler. Names starting with `x-` are reserved.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if name.lower().startswith(("x-", RESERVED_PREFIX)):
+                raise ValueError(f"header {name!r}: names starting with 'x-' are reserved")
+            if not _matches(name):
+                raise ValueError(f"header {name!r}: use letters, digits, '_', '.', '-' (max 128)")
+            if len(value) > 4096:
+                raise ValueError(f"header {name!r}: value longer than 4096 characters")
+        return headers
+
+
+def _matches(name: str) -> bool:
+    return _HEADER_NAME.fullmatch(name) is not None
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[MessageIn] = Field(min_length=1, description="Up to `max_batch_size` messages.")
+
+
+class MessageAccepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    message_id: str
+    routing_key: str
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "failed"]
+    message_id: str
+    routing_key: str
+    error: str | None = Field(None, description="Why this item was not accepted; retry it.")
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    failed: int
+    results: list[BatchItemResult]
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,54 @@
+"""Fixtures every test tier shares: the session's broker and a fresh vhost per test.
+
+Tests are marked by folder (`unit/`, `integration/`, `e2e/`), so `-m unit` runs the fast
+tier without anyone remembering to decorate a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import BrokerEndpoint, Management, Vhost, Vhosts, provide_broker
+
+_TIERS = ("unit", "integration", "e2e")
+_TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = item.path.relative_to(_TESTS_DIR).parts[0]
+        except ValueError:  # a test outside tests/, e.g. given on the command line
+            continue
+        if tier in _TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[BrokerEndpoint]:
+    """The session's RabbitMQ; skips (fails under CI=true) when none can be had."""
+    with provide_broker() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def vhost(broker: BrokerEndpoint) -> AsyncIterator[Vhost]:
+    """A fresh vhost `test-<short uuid>` for this test, deleted with all it holds afterwards."""
+    async with Vhosts(broker) as vhosts:
+        yield await vhosts.create()
+
+
+@pytest.fixture
+def amqp_url(vhost: Vhost) -> str:
+    """AMQP URL of this test's own vhost."""
+    return vhost.amqp_url
+
+
+@pytest.fixture
+async def management(broker: BrokerEndpoint, vhost: Vhost) -> AsyncIterator[Management]:
+    """The management API, defaulting to this test's vhost (e.g. `await queue_info(name)`)."""
+    async with Management(broker, vhost.name) as api:
+        yield api
