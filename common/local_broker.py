@@ -417,8 +417,13 @@ def _epmd_names() -> set[str]:
                 chunks.append(chunk)
     except OSError:
         return set()
-    reply = b"".join(chunks)[4:].decode("utf-8", "replace")  # skip epmd's own port
-    return {line.split()[1] for line in reply.splitlines() if line.startswith("name ")}
+    return _parse_epmd_names(b"".join(chunks))
+
+
+def _parse_epmd_names(reply: bytes) -> set[str]:
+    """Names from an epmd NAMES reply: 4 bytes of epmd's port, then `name X at port N` lines."""
+    text = reply[4:].decode("utf-8", "replace")
+    return {line.split()[1] for line in text.splitlines() if line.startswith("name ")}
 
 
 def _log_tail(broker: LocalBroker) -> str:

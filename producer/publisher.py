@@ -51,6 +51,7 @@ class BrokerPublisher:
         self._exchange: AbstractExchange | None = None
         self._topology_declared = False
         self._connector: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def ready(self) -> bool:
@@ -106,9 +107,12 @@ class BrokerPublisher:
         _log.info("broker.reconnected")
 
     def _on_close(self, *_args: object) -> None:
+        if self._closing:
+            return
         _log.warning("broker.connection_lost", consequence="answering 503 until reconnected")
 
     async def close(self) -> None:
+        self._closing = True
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,181 @@
+"""`hopline`: the operator's command line (topology, publishing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from common.connection import broker_version, connect
+from common.declare import declare_topology
+from common.definitions import to_definitions, to_mermaid
+from common.envelope import new_envelope, to_message
+from common.errors import ConfigurationError, HoplineError
+from common.settings import HoplineSettings, load_settings
+from common.topology import (
+    CURRENT_RELEASE,
+    BrokerVersion,
+    Topology,
+    core_topology,
+    service_topology,
+)
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="hopline",
+    help="Operate a hopline pipeline on RabbitMQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+topology_app = typer.Typer(help="Declare or export the broker topology.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+
+
+class ExportFormat(StrEnum):
+    definitions = "definitions"
+    mermaid = "mermaid"
+
+
+HandlersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--handlers",
+        help="Registry import path (module:attribute) of a service to include; repeatable.",
+    ),
+]
+
+
+def _settings() -> HoplineSettings:
+    return load_settings(HoplineSettings)
+
+
+def _topology(
+    settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
+) -> Topology:
+    # The registry lives with the consumer; importing it lazily keeps `common` independent.
+    from consumer.loader import load_registry
+
+    topology = core_topology(settings, version)
+    for path in handlers or ():
+        registry = load_registry(path)
+        topology = topology + service_topology(
+            settings, registry.service, registry.type_patterns, version
+        )
+    return topology
+
+
+@topology_app.command("declare")
+def topology_declare(handlers: HandlersOption = None) -> None:
+    """Declare the core topology (and the queues of the given services) idempotently."""
+    settings = _settings()
+
+    async def declare() -> int:
+        connection = await connect(settings, name="hopline-cli")
+        try:
+            topology = _topology(settings, handlers, broker_version(connection))
+            await declare_topology(connection, topology)
+            return len(topology.queues)
+        finally:
+            await connection.close()
+
+    count = asyncio.run(declare())
+    typer.echo(f"declared {count} queues under prefix {settings.prefix!r}")
+
+
+@topology_app.command("export")
+def topology_export(
+    handlers: HandlersOption = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.definitions,
+    vhost: Annotated[str, typer.Option(help="vhost named in the definitions")] = "/",
+    broker_version_text: Annotated[
+        str, typer.Option("--broker-version", help="Target RabbitMQ version, e.g. 3.13 or 4.1")
+    ] = f"{CURRENT_RELEASE.major}.{CURRENT_RELEASE.minor}",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print the topology as RabbitMQ definitions JSON or as a Mermaid diagram (offline)."""
+    settings = _settings()
+    topology = _topology(settings, handlers, BrokerVersion.parse(broker_version_text))
+    if fmt is ExportFormat.definitions:
+        text = json.dumps(to_definitions(topology, vhost=vhost), indent=2) + "\n"
+    else:
+        text = to_mermaid(topology)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}", err=True)
+
+
+@app.command("publish")
+def publish(
+    message_type: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. orders.created")],
+    payload: Annotated[str, typer.Argument(help="JSON payload, or @file.json")],
+    priority: Annotated[str, typer.Option(help="One of the configured priorities")] = "normal",
+    correlation_id: Annotated[str | None, typer.Option()] = None,
+    count: Annotated[int, typer.Option(min=1, help="Publish this many copies")] = 1,
+) -> None:
+    """Publish a message to the ingress exchange with publisher confirms."""
+    settings = _settings()
+    if priority not in settings.priorities:
+        raise ConfigurationError(
+            f"priority {priority!r} is not one of {', '.join(settings.priorities)}"
+        )
+    value = _read_payload(payload)
+
+    async def send() -> list[str]:
+        connection = await connect(settings, name="hopline-cli")
+        try:
+            await declare_topology(connection, core_topology(settings, broker_version(connection)))
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(settings.names.ingress, ensure=False)
+            ids = []
+            for _ in range(count):
+                envelope = new_envelope(
+                    message_type,
+                    value,
+                    priority,
+                    app_id="hopline-cli",
+                    correlation_id=correlation_id,
+                )
+                await exchange.publish(
+                    to_message(envelope), envelope.routing_key, timeout=settings.publish_timeout_s
+                )
+                ids.append(envelope.message_id)
+            return ids
+        finally:
+            await connection.close()
+
+    for message_id in asyncio.run(send()):
+        typer.echo(f"confirmed {message_id} -> {priority}.{message_type}")
+
+
+def _read_payload(text: str) -> Any:
+    source = text
+    if text.startswith("@"):
+        try:
+            source = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read payload file {text[1:]!r}: {exc.strerror}"
+            ) from exc
+    try:
+        return orjson.loads(source)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"payload is not valid JSON: {exc}") from exc
+
+
+def main() -> None:
+    """Entry point: known errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except HoplineError as exc:
+        typer.echo(f"hopline: error: {exc}", err=True)
+        raise SystemExit(2) from None
