@@ -174,14 +174,18 @@ def stop_local_broker(broker: LocalBroker, *, timeout_s: float = 60) -> None:
     """
     deadline = time.monotonic() + timeout_s
     if _node_pids(broker):
-        with contextlib.suppress(LocalBrokerError):
-            broker.ctl("stop", timeout_s=max(1.0, timeout_s / 2))
-        if not _wait_for_exit(broker, deadline):
+        try:
+            broker.ctl("stop", timeout_s=timeout_s)
+            stopped = _wait_for_exit(broker, deadline)
+        except LocalBrokerError:  # not answering: no point waiting for a graceful stop
+            stopped = False
+        if not stopped:
             _signal_node(broker, signal.SIGTERM)
             if not _wait_for_exit(broker, time.monotonic() + 10):
                 _signal_node(broker, signal.SIGKILL)
                 if not _wait_for_exit(broker, time.monotonic() + 10):
                     raise LocalBrokerError(f"node {broker.node_name} survived SIGKILL")
+        _wait_for_epmd_to_forget(broker, time.monotonic() + 10)
     _reap(broker)
 
 
@@ -192,6 +196,7 @@ def kill_local_broker(broker: LocalBroker) -> None:
     _signal_node(broker, signal.SIGKILL)
     if not _wait_for_exit(broker, time.monotonic() + 10):
         raise LocalBrokerError(f"node {broker.node_name} survived SIGKILL")
+    _wait_for_epmd_to_forget(broker, time.monotonic() + 10)
     _reap(broker)
 
 
@@ -335,8 +340,8 @@ def _launch_and_wait(broker: LocalBroker, timeout_s: float) -> None:
 
 
 def _refuse_taken_name_or_ports(broker: LocalBroker) -> None:
-    short_name = broker.node_name.partition("@")[0]
-    if short_name in _epmd_names() or _node_pids(broker):
+    # epmd forgets a killed node only once it notices the closed connection: give it a moment.
+    if _node_pids(broker) or not _wait_for_epmd_to_forget(broker, time.monotonic() + 10):
         raise LocalBrokerError(f"a node named {broker.node_name} is already running")
     for port in (broker.amqp_port, broker.management_port, broker.dist_port):
         if not _port_is_free(port):
@@ -506,6 +511,15 @@ def _wait_for_exit(broker: LocalBroker, deadline: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
+    return True
+
+
+def _wait_for_epmd_to_forget(broker: LocalBroker, deadline: float) -> bool:
+    short_name = broker.node_name.partition("@")[0]
+    while short_name in _epmd_names():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
