@@ -6,11 +6,21 @@ tier without anyone remembering to decorate a test.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from common.local_broker import (
+    LocalBroker,
+    free_port,
+    rabbitmq_server_available,
+    start_local_broker,
+    stop_local_broker,
+)
 from tests.support.broker import BrokerEndpoint, Management, Vhost, Vhosts, provide_broker
 
 _TIERS = ("unit", "integration", "e2e")
@@ -52,3 +62,29 @@ async def management(broker: BrokerEndpoint, vhost: Vhost) -> AsyncIterator[Mana
     """The management API, defaulting to this test's vhost (e.g. `await queue_info(name)`)."""
     async with Management(broker, vhost.name) as api:
         yield api
+
+
+@pytest.fixture
+def private_broker() -> Iterator[LocalBroker]:
+    """A RabbitMQ node of this test's own, for tests that stop, kill or restart a broker.
+
+    Never the session's broker: other tests must not see it go away.
+    """
+    if not rabbitmq_server_available():
+        message = "this test stops a broker and needs `rabbitmq-server` on PATH for its own node"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    base_dir = Path(tempfile.mkdtemp(prefix="hopline-private-broker-"))
+    node = start_local_broker(base_dir)
+    try:
+        yield node
+    finally:
+        stop_local_broker(node)
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def unused_amqp_url() -> str:
+    """An AMQP URL where nothing listens (a port we just found free)."""
+    return f"amqp://guest:secret-pw@127.0.0.1:{free_port()}/"

@@ -1,0 +1,65 @@
+"""hopline services as real processes, the way `make run` and containers start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["read_records", "service_process", "stop_process"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _environment(amqp_url: str, extra: dict[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HOPLINE_")}
+    env.update(
+        {
+            "HOPLINE_AMQP_URL": amqp_url,
+            "HOPLINE_LOG_FORMAT": "json",
+            "HOPLINE_RETRY_DELAYS_S": "0.2,0.5",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def service_process(
+    module: str, amqp_url: str, log_path: Path, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m <module>` with HOPLINE_* from `env`; killed at exit if still running."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=_environment(amqp_url, env),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
+    """SIGTERM, then wait for the exit code."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout_s)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
