@@ -17,8 +17,6 @@ _SETTING_OF_ARGUMENT = {
     "x-queue-type": "HOPLINE_QUEUE_TYPE",
     "x-message-ttl": "HOPLINE_RETRY_DELAYS_S",
     "x-delivery-limit": "HOPLINE_DELIVERY_LIMIT",
-    "x-dead-letter-exchange": "HOPLINE_PREFIX",
-    "alternate-exchange": "HOPLINE_PREFIX",
 }
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'"
@@ -65,10 +63,16 @@ def _mismatch(exc: ChannelPreconditionFailed, topology: Topology) -> TopologyMis
     for spec in specs:
         if spec.name == name:
             wanted = repr(arguments_of(spec).get(arg))
-    setting = _SETTING_OF_ARGUMENT.get(arg, "the hopline setting behind it")
+    current = found["current"]
+    setting = _SETTING_OF_ARGUMENT.get(arg)
+    fix = (
+        f"move its messages away (e.g. with a shovel), delete the {kind} and start again so "
+        "hopline declares it"
+    )
+    if setting is not None:
+        fix += f", or set {setting} to match the existing {kind}"
+    origin = " (so it was not declared by this hopline configuration)" if current == "none" else ""
     return TopologyMismatchError(
-        f"{kind} {name!r} already exists with {arg} = {found['current']}, but hopline declares "
-        f"{arg} = {wanted} (broker said: received {found['received']}). Fix: move its messages "
-        f"away (e.g. shovel), delete the {kind} and start again to redeclare it, or set "
-        f"{setting} to match the existing {kind}."
+        f"{kind} {name!r} already exists with {arg} = {current}{origin}, but hopline declares "
+        f"{arg} = {wanted}. Fix: {fix}."
     )

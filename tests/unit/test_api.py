@@ -1,0 +1,191 @@
+"""The ingestion API's contract with clients: precise 4xx, 503 with Retry-After, no 500s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from common.settings import ProducerSettings
+from producer.app import create_app
+from tests.fakes import FakePublisher
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ProducerSettings(
+        max_payload_bytes=1024, max_request_bytes=64 * 1024, retry_after_s=7
+    )
+    app = create_app(settings, publisher=publisher)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def _errors(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(".".join(map(str, e["loc"])), e["msg"]) for e in response.json()["detail"]]
+
+
+async def test_a_valid_message_is_published_with_its_envelope(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    response = await client.post(
+        "/v1/messages",
+        json={
+            "type": "orders.created",
+            "payload": {"id": 1},
+            "priority": "high",
+            "correlation_id": "c-1",
+            "message_id": "my-id-1",
+            "headers": {"tenant": "acme"},
+        },
+    )
+    assert response.status_code == 202
+    assert response.json() == {
+        "status": "accepted",
+        "message_id": "my-id-1",
+        "routing_key": "high.orders.created",
+    }
+    [(routing_key, message)] = publisher.published
+    assert routing_key == "high.orders.created"
+    assert orjson.loads(message.body) == {"id": 1}
+    assert message.type == "orders.created"
+    assert message.correlation_id == "c-1"
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == 2
+    assert message.headers == {"tenant": "acme"}
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "fragment"),
+    [
+        ({"payload": {}}, "body.type", "Field required"),
+        ({"type": "Orders Created", "payload": {}}, "body.type", "pattern"),
+        ({"type": "orders.created"}, "body.payload", "Field required"),
+        (
+            {"type": "orders.created", "payload": {}, "priority": "urgent"},
+            "body.priority",
+            "high, normal, low",
+        ),
+        (
+            {"type": "orders.created", "payload": {}, "headers": {"x-hopline-attempt": "9"}},
+            "body.headers",
+            "reserved",
+        ),
+        (
+            {"type": "orders.created", "payload": {}, "headers": {"tenant": 5}},
+            "body.headers.tenant",
+            "string",
+        ),
+        ({"type": "orders.created", "payload": {}, "surprise": 1}, "body.surprise", "Extra inputs"),
+    ],
+)
+async def test_invalid_messages_get_422_naming_the_field(
+    client: httpx.AsyncClient,
+    publisher: FakePublisher,
+    body: dict[str, Any],
+    loc: str,
+    fragment: str,
+) -> None:
+    response = await client.post("/v1/messages", json=body)
+    assert response.status_code == 422
+    assert any(where == loc and fragment in msg for where, msg in _errors(response)), response.text
+    assert publisher.published == []
+
+
+async def test_malformed_json_is_a_422_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/messages", content=b'{"type": "a", ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+async def test_a_payload_over_the_limit_is_413_with_the_sizes(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    response = await client.post(
+        "/v1/messages", json={"type": "blobs.stored", "payload": {"data": "x" * 2000}}
+    )
+    assert response.status_code == 413
+    assert "limit is 1024 bytes" in response.json()["detail"]
+    assert publisher.published == []
+
+
+async def test_a_request_body_over_the_limit_is_refused_before_parsing(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/v1/messages",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "HOPLINE_MAX_REQUEST_BYTES" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("failure", ["unavailable", "unconfirmed"])
+async def test_broker_trouble_is_503_with_retry_after(
+    client: httpx.AsyncClient, publisher: FakePublisher, failure: str
+) -> None:
+    if failure == "unavailable":
+        publisher.available = False
+    else:
+        publisher.confirming = False
+    response = await client.post("/v1/messages", json={"type": "a.b", "payload": 1})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["detail"]
+
+
+async def test_a_batch_publishes_every_item_and_reports_each(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    items = [{"type": "jobs.run", "payload": {"n": n}, "priority": "low"} for n in range(5)]
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 5 and body["failed"] == 0
+    assert [r["index"] for r in body["results"]] == list(range(5))
+    assert sorted(orjson.loads(m.body)["n"] for _, m in publisher.published) == list(range(5))
+
+
+async def test_a_batch_with_one_bad_item_publishes_nothing(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    items = [
+        {"type": "jobs.run", "payload": {}},
+        {"type": "jobs.run", "payload": {}, "priority": "asap"},
+    ]
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+    assert response.status_code == 422
+    assert ("body.messages.1.priority", "priority must be one of high, normal, low") in _errors(
+        response
+    )
+    assert publisher.published == []
+
+
+async def test_an_oversized_batch_is_422(client: httpx.AsyncClient) -> None:
+    items = [{"type": "a.b", "payload": 0}] * 1001
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+    assert response.status_code == 422
+    assert "at most 1000" in response.text
+
+
+async def test_readiness_follows_the_broker(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    assert (await client.get("/readyz")).status_code == 200
+    publisher.available = False
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert (await client.get("/healthz")).status_code == 200
