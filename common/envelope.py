@@ -33,7 +33,7 @@ __all__ = [
 
 JSON_CONTENT_TYPE = "application/json"
 # Encodings that do not change the bytes: some clients put the charset here.
-_PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8", "UTF-8"})
+_PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,7 @@ def _check_content_type(content_type: str | None) -> None:
 
 
 def _check_content_encoding(content_encoding: str | None) -> None:
-    if content_encoding is None or content_encoding in _PLAIN_ENCODINGS:
+    if content_encoding is None or content_encoding.strip().lower() in _PLAIN_ENCODINGS:
         return
     raise UndecodableMessageError(
         f"content encoding {content_encoding!r} is not supported: publish uncompressed JSON"

@@ -43,16 +43,22 @@ MAX_TRACEBACK_CHARS = 8_000
 
 def bounded(text: str, limit: int) -> str:
     """Keep the head of `text` (an error message's first words matter most)."""
+    marker = " …[truncated]"
     if len(text) <= limit:
         return text
-    return text[: limit - 15] + " …[truncated]"
+    if limit <= len(marker):
+        return text[:limit]
+    return text[: limit - len(marker)] + marker
 
 
 def bounded_tail(text: str, limit: int) -> str:
     """Keep the tail of `text` (a traceback's innermost frames matter most)."""
+    marker = "[truncated]… "
     if len(text) <= limit:
         return text
-    return "[truncated]… " + text[-(limit - 13) :]
+    if limit <= len(marker):
+        return text[len(text) - limit :]
+    return marker + text[-(limit - len(marker)) :]
 
 
 def read_attempt(headers: Mapping[str, Any] | None) -> int:
@@ -64,6 +70,6 @@ def read_attempt(headers: Mapping[str, Any] | None) -> int:
         raw = raw.decode("ascii", "replace")
     try:
         attempt = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 1
     return max(attempt, 1)

@@ -8,7 +8,9 @@ from typing import Any
 
 __all__ = ["redact_event", "redact_url"]
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.IGNORECASE
+)
 _SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization")
 
 

@@ -152,8 +152,16 @@ def load_settings(cls: type[_S], **overrides: Any) -> _S:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        lines = [
-            f"HOPLINE_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        ]
+        problems: dict[str, list[str]] = {}
+        for error in exc.errors(include_url=False):
+            # A list item's location ends in its index; the variable is the first part.
+            name = str(error["loc"][0]) if error["loc"] else _whole_model_field(error["msg"])
+            problems.setdefault(f"HOPLINE_{name.upper()}", []).append(error["msg"])
+        lines = [f"{name}: {'; '.join(dict.fromkeys(msgs))}" for name, msgs in problems.items()]
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _whole_model_field(message: str) -> str:
+    """Model-level checks name their field first ("consume_priorities [...] are not ...")."""
+    first = message.removeprefix("Value error, ").split(" ", 1)[0]
+    return first if first.isidentifier() else "configuration"

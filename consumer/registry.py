@@ -89,7 +89,7 @@ class Registry:
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
                 # Specific patterns first; the catch-all `#` only when nothing else matches.
-                self._patterns.sort(key=lambda s: s.type_pattern.count("#"))
+                self._patterns.sort(key=_specificity)
             else:
                 self._exact[message_type] = spec
             return func
@@ -113,6 +113,13 @@ class Registry:
     @property
     def specs(self) -> tuple[HandlerSpec, ...]:
         return (*self._exact.values(), *self._patterns)
+
+
+def _specificity(spec: HandlerSpec) -> tuple[bool, int, int]:
+    """Sort key: the catch-all last, then fewer `#`, then more literal words first."""
+    words = spec.type_pattern.split(".")
+    literal = sum(1 for word in words if word not in ("*", "#"))
+    return (spec.type_pattern == "#", words.count("#"), -literal)
 
 
 def _check_pattern(pattern: str) -> None:

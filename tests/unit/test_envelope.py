@@ -140,11 +140,6 @@ def test_encodings_that_leave_the_bytes_alone_are_accepted(content_encoding: str
     assert decode(FakeIncoming(content_encoding=content_encoding)).payload == {"order_id": "o-1"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: common/envelope.py _PLAIN_ENCODINGS compares content encodings "
-    "case-sensitively ('UTF8', 'Identity' are refused although 'utf8'/'identity' pass)",
-)
 @pytest.mark.parametrize("content_encoding", ["UTF8", "Identity"])
 def test_plain_encodings_are_accepted_in_any_case(content_encoding: str) -> None:
     assert decode(FakeIncoming(content_encoding=content_encoding)).payload == {"order_id": "o-1"}
