@@ -1,0 +1,264 @@
+"""Static checks of deploy/: Kubernetes manifests against schemas, compose, Dockerfile.
+
+No Docker engine and no cluster here: the manifests are validated offline against the
+Kubernetes schemas kubernetes-validate ships and the CRD schemas kept in deploy/k8s/schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.31"
+_CRD_SCHEMAS = {
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmqcluster-rabbitmq.com-v1beta1.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
+}
+
+
+def _kustomization() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return loaded
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    documents = []
+    for name in _kustomization()["resources"]:
+        for document in yaml.safe_load_all((K8S / name).read_text()):
+            if document:
+                documents.append((name, document))
+    return documents
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [document for _, document in _manifests() if document["kind"] == kind]
+
+
+def _validate(document: dict[str, Any]) -> None:
+    key = (document["apiVersion"], document["kind"])
+    if key in _CRD_SCHEMAS:
+        schema = json.loads((K8S / "schemas" / _CRD_SCHEMAS[key]).read_text())
+        jsonschema.Draft202012Validator(schema).validate(document)
+    else:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+# --- Kubernetes -------------------------------------------------------------------------
+
+
+def test_every_resource_file_of_the_kustomization_exists() -> None:
+    missing = [name for name in _kustomization()["resources"] if not (K8S / name).is_file()]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "name, document",
+    _manifests(),
+    ids=[f"{name}:{doc['kind']}/{doc['metadata']['name']}" for name, doc in _manifests()],
+)
+def test_manifest_is_valid_against_its_schema(name: str, document: dict[str, Any]) -> None:
+    _validate(document)
+
+
+def test_a_typo_in_a_manifest_is_caught() -> None:
+    """The validation is strict: an unknown field fails, for core kinds and for CRDs."""
+    deployment = _by_kind("Deployment")[0]
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["replica"] = 3
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(broken)
+    scaled = json.loads(json.dumps(_by_kind("ScaledObject")[0]))
+    scaled["spec"]["maxReplicas"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(scaled)
+
+
+def test_the_rabbitmq_cluster_has_three_nodes_and_loads_the_definitions() -> None:
+    (cluster,) = _by_kind("RabbitmqCluster")
+    spec = cluster["spec"]
+    assert spec["replicas"] == 3
+    assert "load_definitions" in spec["rabbitmq"]["additionalConfig"] or (
+        "definitions.local.path" in spec["rabbitmq"]["additionalConfig"]
+    )
+    template = spec["override"]["statefulSet"]["spec"]["template"]
+    # The override is a partial pod template: validate it as one.
+    _validate(
+        {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "override"},
+            "template": template,
+        }
+    )
+    secrets = [v["secret"]["secretName"] for v in template["spec"]["volumes"]]
+    generated = {g["name"] for g in _kustomization()["secretGenerator"]}
+    assert set(secrets) <= generated
+
+
+def test_the_consumer_scales_on_every_priority_queue_high_first() -> None:
+    (scaled,) = _by_kind("ScaledObject")
+    (consumer,) = [d for d in _by_kind("Deployment") if "consumer" in d["metadata"]["name"]]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == consumer["metadata"]["name"]
+    targets = {
+        trigger["metadata"]["queueName"]: int(trigger["metadata"]["value"])
+        for trigger in scaled["spec"]["triggers"]
+        if trigger["type"] == "rabbitmq"
+    }
+    assert list(targets) == ["hopline.demo.high", "hopline.demo.normal", "hopline.demo.low"]
+    per_replica = list(targets.values())
+    assert per_replica == sorted(per_replica), "fewer high-priority messages per replica"
+
+
+def test_producer_has_a_service_and_a_disruption_budget() -> None:
+    (producer,) = [d for d in _by_kind("Deployment") if "producer" in d["metadata"]["name"]]
+    labels = producer["spec"]["template"]["metadata"]["labels"]
+    (service,) = _by_kind("Service")
+    (budget,) = _by_kind("PodDisruptionBudget")
+    for selector in (service["spec"]["selector"], budget["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    assert producer["spec"]["replicas"] > budget["spec"]["minAvailable"]
+
+
+def test_pods_run_unprivileged_and_read_settings_from_configmap_and_secret() -> None:
+    (configmap,) = _by_kind("ConfigMap")
+    generated = {g["name"] for g in _kustomization()["secretGenerator"]}
+    for deployment in _by_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"]["drop"] == ["ALL"]
+            sources = {s["configMapRef"]["name"] for s in container["envFrom"]}
+            assert configmap["metadata"]["name"] in sources
+            url = next(e for e in container["env"] if e["name"] == "HOPLINE_AMQP_URL")
+            assert url["valueFrom"]["secretKeyRef"]["name"] in generated
+    assert all(key.startswith("HOPLINE_") for key in configmap["data"])
+
+
+def test_network_policies_deny_by_default_and_open_only_the_api_and_amqp() -> None:
+    policies = {p["metadata"]["name"]: p for p in _by_kind("NetworkPolicy")}
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and "ingress" not in deny
+    producer_ports = [
+        port["port"]
+        for rule in policies["hopline-producer-ingress"]["spec"]["ingress"]
+        for port in rule["ports"]
+    ]
+    assert producer_ports == [8000]
+
+
+# --- compose ----------------------------------------------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return loaded
+
+
+def test_compose_runs_rabbitmq_with_its_config_and_definitions() -> None:
+    services = _compose()["services"]
+    rabbitmq = services["rabbitmq"]
+    assert re.fullmatch(r"rabbitmq:4\.\d+-management", rabbitmq["image"])
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in rabbitmq["volumes"]}
+    assert mounts["/etc/rabbitmq/rabbitmq.conf"] == "./rabbitmq/rabbitmq.conf"
+    assert (DEPLOY / "rabbitmq" / "rabbitmq.conf").is_file()
+    config = (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text()
+    definitions_path = re.search(r"^definitions\.local\.path = (\S+)$", config, re.M)
+    assert definitions_path is not None
+    definitions_dir = str(Path(definitions_path[1]).parent)
+    assert mounts[definitions_dir] == "definitions"
+    assert rabbitmq["depends_on"]["definitions"]["condition"] == "service_completed_successfully"
+    export = services["definitions"]["command"]
+    assert export[:3] == ["cli", "topology", "export"] and "--users" in export
+
+
+def test_compose_runs_a_producer_and_two_consumers_as_their_own_broker_users() -> None:
+    services = _compose()["services"]
+    assert services["producer"]["command"] == ["producer"]
+    assert services["consumer"]["command"] == ["consumer"]
+    assert services["consumer"]["deploy"]["replicas"] == 2
+    producer_url = services["producer"]["environment"]["HOPLINE_AMQP_URL"]
+    consumer_url = services["consumer"]["environment"]["HOPLINE_AMQP_URL"]
+    assert producer_url.startswith("amqp://hopline-producer:${")
+    assert consumer_url.startswith("amqp://hopline-consumer-demo:${")
+    for service in ("producer", "consumer"):
+        assert services[service]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_compose_monitoring_is_an_optional_profile() -> None:
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+    for name in ("rabbitmq", "producer", "consumer"):
+        assert "profiles" not in services[name]
+    assert (DEPLOY / "prometheus" / "prometheus.yml").is_file()
+
+
+def test_compose_holds_no_literal_password() -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    for match in re.finditer(r"(PASSWORD[A-Z_]*|amqp://[^:]+):\s*(\S+)", text):
+        assert match[2].startswith(("${", '"${')), match[0]
+
+
+# --- Dockerfile -------------------------------------------------------------------------
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _dockerfile()
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    return instructions[last_from:]
+
+
+def test_dockerfile_is_multi_stage_and_copies_only_the_built_environment() -> None:
+    froms = [args for op, args in _dockerfile() if op == "FROM"]
+    assert len(froms) >= 2
+    final = _final_stage()
+    copied_from_build = [args for op, args in final if op == "COPY" and "--from=" in args]
+    assert copied_from_build, "the final stage takes the virtualenv from the build stage"
+    run_lines = " ".join(args for op, args in final if op == "RUN")
+    assert not re.search(r"\b(pip install|apt-get install|gcc|build-essential)\b", run_lines)
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_a_health_check() -> None:
+    final = _final_stage()
+    users = [args for op, args in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert any(op == "HEALTHCHECK" for op, _ in final)
+    (entrypoint,) = [args for op, args in final if op == "ENTRYPOINT"]
+    script = (DEPLOY / "docker-entrypoint.sh").read_text()
+    assert "hopline-entrypoint" in entrypoint
+    for role, command in (("producer", "hopline-producer"), ("consumer", "hopline-consumer")):
+        assert re.search(rf"{role}\)\s+exec {command}\b", script)
+    assert re.search(r"cli \| hopline\)\s+exec hopline\b", script)
+
+
+def test_dockerfile_copies_only_files_that_exist() -> None:
+    root = DEPLOY.parent
+    for op, args in _dockerfile():
+        if op != "COPY" or "--from=" in args:
+            continue
+        *sources, _target = args.split()
+        for source in sources:
+            assert (root / source).exists(), source
