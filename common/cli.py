@@ -17,6 +17,7 @@ from common.declare import declare_topology
 from common.definitions import to_definitions, to_mermaid
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
+from common.quarantine_cli import quarantine_app, unroutable_app
 from common.settings import HoplineSettings, load_settings
 from common.topology import (
     CURRENT_RELEASE,
@@ -37,6 +38,8 @@ app = typer.Typer(
 )
 topology_app = typer.Typer(help="Declare or export the broker topology.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(unroutable_app, name="unroutable")
 
 
 class ExportFormat(StrEnum):

@@ -31,6 +31,11 @@ class HoplineSettings(BaseSettings):
         SecretStr("amqp://guest:guest@localhost:5672/"),
         description="Broker URL (amqp:// or amqps://); the password is never logged.",
     )
+    management_url: str | None = Field(
+        None,
+        description="RabbitMQ management API, used only to find quarantine queues "
+        "(default: http://<broker host>:15672 with the broker URL's credentials).",
+    )
     prefix: str = Field("hopline", pattern=_WORD, description="Prefix of every broker object.")
     priorities: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["high", "normal", "low"],

@@ -1,0 +1,247 @@
+"""A quarantined (or unroutable) message as an operator sees it, and its archive form.
+
+Parsing is pure: `failed_from_delivery` reads what the consumer wrote in `x-hopline-*`
+headers and, for messages the broker dead-lettered itself (delivery limit, reject), what the
+broker wrote in `x-death`. Archive lines (JSONL) carry the body and every property, so
+`import` can put a message back exactly as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from common import headers as h
+
+__all__ = [
+    "EDITED_FROM",
+    "REPLAYED_AT",
+    "REPLAY_COUNT",
+    "FailedMessage",
+    "failed_from_delivery",
+    "from_archive_line",
+    "json_safe",
+    "to_archive_line",
+]
+
+REPLAY_COUNT = "x-hopline-replay-count"
+REPLAYED_AT = "x-hopline-replayed-at"
+EDITED_FROM = "x-hopline-edited-from"
+
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "correlation_id",
+    "reply_to",
+    "message_id",
+    "type",
+    "app_id",
+    "priority",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """Everything about one failed message; `id` is its message id (or a body digest)."""
+
+    id: str
+    body: bytes
+    routing_key: str
+    headers: Mapping[str, Any]
+    properties: Mapping[str, Any]
+    timestamp: datetime | None = None
+    message_type: str | None = None
+    origin_queue: str | None = None
+    attempts: int | None = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    reason: str = ""
+    failed_at: datetime | None = None
+    consumer: str | None = None
+    replay_count: int = 0
+    delivery_tag: int | None = field(default=None, compare=False)
+
+    @property
+    def error_first_line(self) -> str:
+        first = (self.error_message or self.reason).strip().splitlines()
+        return first[0] if first else ""
+
+    @property
+    def failed_again_after_replay(self) -> bool:
+        return self.replay_count > 0
+
+    def payload_text(self) -> str:
+        """The body pretty-printed when it is JSON, else as text, else as hex."""
+        try:
+            return orjson.dumps(orjson.loads(self.body), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            try:
+                return self.body.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"<{len(self.body)} bytes, not UTF-8> {self.body[:256].hex()}"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(_text(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _digest_id(body: bytes, routing_key: str) -> str:
+    return "sha-" + hashlib.sha256(routing_key.encode() + b"\0" + body).hexdigest()[:16]
+
+
+def _first_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+        return deaths[0]
+    return {}
+
+
+def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
+    headers: Mapping[str, Any] = incoming.headers or {}
+    death = _first_death(headers)
+    death_queue = _text(death.get("queue")) or None
+    routing_key = (
+        _text(headers.get(h.ROUTING_KEY))
+        or _death_routing_key(death)
+        or (incoming.routing_key or "")
+    )
+    broker_reason = _text(death.get("reason"))
+    error_type = _text(headers.get(h.ERROR_TYPE))
+    error_message = _text(headers.get(h.ERROR_MESSAGE))
+    reason = _text(headers.get(h.REASON))
+    if not error_type and broker_reason:
+        # The broker dead-lettered it itself: no consumer could write down why.
+        error_type = f"broker:{broker_reason}"
+        error_message = {
+            "delivery_limit": "redelivered too often: a consumer crashed or timed out handling it",
+            "rejected": "rejected by a consumer without requeue",
+            "expired": "its TTL expired",
+            "maxlen": "its queue was full",
+        }.get(broker_reason, broker_reason)
+        reason = error_message
+    properties = {name: getattr(incoming, name) for name in _PROPERTY_NAMES}
+    return FailedMessage(
+        id=incoming.message_id or _digest_id(incoming.body, routing_key),
+        body=incoming.body,
+        routing_key=routing_key,
+        headers=dict(headers),
+        properties=properties,
+        timestamp=incoming.timestamp,
+        message_type=incoming.type or _type_from_key(routing_key),
+        origin_queue=_text(headers.get(h.ORIGIN_QUEUE)) or death_queue,
+        attempts=_int(headers.get(h.ATTEMPT)) or _int(headers.get("x-delivery-count")),
+        error_type=error_type,
+        error_message=error_message,
+        traceback=_text(headers.get(h.ERROR_TRACEBACK)),
+        reason=reason,
+        failed_at=_time(headers.get(h.FAILED_AT)) or _time(death.get("time")),
+        consumer=_text(headers.get(h.CONSUMER)) or None,
+        replay_count=_int(headers.get(REPLAY_COUNT)) or 0,
+        delivery_tag=incoming.delivery_tag,
+    )
+
+
+def _death_routing_key(death: Mapping[str, Any]) -> str:
+    keys = death.get("routing-keys")
+    if isinstance(keys, list | tuple) and keys:
+        return _text(keys[0])
+    return ""
+
+
+def _type_from_key(routing_key: str) -> str | None:
+    _, dot, message_type = routing_key.partition(".")
+    return message_type if dot and message_type else None
+
+
+def json_safe(value: Any) -> Any:
+    """AMQP header values (bytes, datetimes, decimals, nested tables) as plain JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def to_archive_line(message: FailedMessage, *, queue: str) -> bytes:
+    """One JSON line; a non-UTF-8 body is kept as base64."""
+    try:
+        body: str = message.body.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        body = base64.b64encode(message.body).decode("ascii")
+        encoding = "base64"
+    record = {
+        "id": message.id,
+        "queue": queue,
+        "routing_key": message.routing_key,
+        "properties": json_safe(message.properties),
+        "timestamp": message.timestamp.isoformat() if message.timestamp else None,
+        "headers": json_safe(message.headers),
+        "body": body,
+        "body_encoding": encoding,
+        "archived_at": datetime.now(UTC).isoformat(),
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def from_archive_line(line: bytes | str) -> tuple[str, aio_pika.Message, str]:
+    """(queue it was archived from, the message as it was, its id); ValueError if invalid."""
+    try:
+        record = orjson.loads(line)
+        raw_body = record["body"]
+        body = (
+            base64.b64decode(raw_body)
+            if record.get("body_encoding") == "base64"
+            else raw_body.encode("utf-8")
+        )
+        properties = record.get("properties") or {}
+        message = aio_pika.Message(
+            body,
+            headers=record.get("headers") or {},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=_time(record.get("timestamp")),
+            **{name: properties.get(name) for name in _PROPERTY_NAMES},
+        )
+        return str(record["queue"]), message, str(record["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"not an archive line: {exc}") from exc

@@ -1,0 +1,44 @@
+"""The little we ask of RabbitMQ's management API: which quarantine queues exist.
+
+AMQP cannot list queues, so finding every service's quarantine needs the HTTP API. Every
+other operation works over AMQP alone, given `--service`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from common.errors import BrokerUnavailableError
+from common.redact import redact_url
+from common.settings import HoplineSettings
+
+__all__ = ["find_quarantine_queues", "management_endpoint"]
+
+
+def management_endpoint(settings: HoplineSettings) -> tuple[str, str, str, str]:
+    """(base URL, vhost, user, password) derived from the AMQP URL unless configured."""
+    amqp = urlsplit(settings.amqp_url.get_secret_value())
+    vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+    user, password = unquote(amqp.username or "guest"), unquote(amqp.password or "guest")
+    base = settings.management_url or f"http://{amqp.hostname or 'localhost'}:15672"
+    return base.rstrip("/"), vhost, user, password
+
+
+async def find_quarantine_queues(settings: HoplineSettings) -> list[str]:
+    base, vhost, user, password = management_endpoint(settings)
+    pattern = re.compile(rf"^{re.escape(settings.prefix)}\.[^.]+\.quarantine$")
+    url = f"{base}/api/queues/{quote(vhost, safe='')}?columns=name"
+    try:
+        async with httpx.AsyncClient(auth=(user, password), timeout=10) as client:
+            response = await client.get(url)
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise BrokerUnavailableError(
+            f"cannot list queues through the management API at {redact_url(base)} ({exc}); "
+            "name the service with --service, or set HOPLINE_MANAGEMENT_URL"
+        ) from None
+    names = [entry["name"] for entry in response.json()]
+    return sorted(name for name in names if pattern.match(name))

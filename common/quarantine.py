@@ -1,0 +1,425 @@
+"""Look at and move failed messages, straight on the RabbitMQ queues.
+
+Every move publishes a copy with a confirm and only then acks the original, so a tool killed
+half-way leaves each message in its source, its destination, or both, never in neither.
+Looking is free: messages are taken with a consumer and all handed back with one
+`basic.nack(multiple, requeue)`, which keeps their order and settles nothing. (Quorum queues
+count the look in `x-delivery-count`; the quarantine and unroutable queues have no delivery
+limit, and RabbitMQ 4.3 does not count a bulk nack at all.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, Protocol
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from common import headers as h
+from common.copies import forward_copy, replay_copy
+from common.errors import HoplineError
+from common.failed import FailedMessage, failed_from_delivery, from_archive_line, to_archive_line
+from common.names import Names
+from common.selection import Selection
+
+__all__ = [
+    "Edit",
+    "FailedMessageStore",
+    "MoveReport",
+    "Progress",
+    "QueueMissingError",
+]
+
+Progress = Callable[[int, int], None]  # (done, total)
+# basic.qos takes a 16-bit count: the most messages one look can hold at once.
+_MAX_PREFETCH = 65_535
+_IDLE_S = 1.0  # no delivery for this long: the queue has nothing more for us
+_PUBLISH_WINDOW = 256  # copies awaiting their confirm at once
+_ARCHIVE_SYNC_EVERY = 256
+
+
+class QueueMissingError(HoplineError):
+    """The queue to look at does not exist (wrong service, prefix or vhost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A corrected payload and/or extra headers for an edited replay."""
+
+    body: bytes | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MoveReport:
+    examined: int = 0
+    matched: int = 0
+    moved: int = 0
+    dry_run: bool = False
+    ids: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "examined": self.examined,
+            "matched": self.matched,
+            "moved": self.moved,
+            "dry_run": self.dry_run,
+            "ids": self.ids,
+            "failures": [{"id": i, "error": why} for i, why in self.failures],
+        }
+
+
+class _Move(Protocol):
+    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+class FailedMessageStore:
+    def __init__(
+        self, connection: AbstractConnection, names: Names, *, publish_timeout_s: float = 10.0
+    ) -> None:
+        self._connection = connection
+        self._names = names
+        self._timeout_s = publish_timeout_s
+
+    # -- looking ---------------------------------------------------------------------------
+
+    async def depth(self, queue: str) -> int:
+        async with self._connection.channel(publisher_confirms=False) as channel:
+            return await _depth(channel, queue)
+
+    async def browse(
+        self,
+        queue: str,
+        selection: Selection = Selection(),
+        *,
+        limit: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[FailedMessage]:
+        """The matching messages in queue order; the queue is left exactly as it was."""
+        found: list[FailedMessage] = []
+
+        async def keep(message: FailedMessage, _incoming: AbstractIncomingMessage) -> None:
+            found.append(message)
+
+        await self._sweep(queue, selection, _Callback(keep), limit=limit, progress=progress)
+        return found
+
+    async def export(
+        self, queue: str, selection: Selection, out: BinaryIO, *, progress: Progress | None = None
+    ) -> int:
+        """Write matching messages as archive lines; they stay in the queue."""
+        move = _Archive(out, queue, ack=False)
+        report = await self._sweep(queue, selection, move, progress=progress)
+        return report.matched
+
+    # -- moving ----------------------------------------------------------------------------
+
+    async def replay(
+        self,
+        queue: str,
+        selection: Selection,
+        *,
+        dry_run: bool = False,
+        edit: Edit | None = None,
+        progress: Progress | None = None,
+    ) -> MoveReport:
+        """Back to exactly the queue each message failed in, attempt counter reset."""
+        if dry_run:
+            return await self._sweep(
+                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
+            )
+        async with self._connection.channel(publisher_confirms=True, on_return_raises=True) as out:
+            requeue = await out.get_exchange(self._names.requeue, ensure=False)
+            move = _Replay(requeue, self._timeout_s, edit)
+            return await self._sweep(queue, selection, move, progress=progress, report=move.report)
+
+    async def forward(
+        self,
+        queue: str,
+        selection: Selection,
+        *,
+        routing_key: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> MoveReport:
+        """Publish again to the ingress exchange (unroutable messages, once bindings exist)."""
+        if dry_run:
+            return await self._sweep(
+                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
+            )
+        async with self._connection.channel(publisher_confirms=True) as out:
+            ingress = await out.get_exchange(self._names.ingress, ensure=False)
+            move = _Forward(ingress, self._timeout_s, routing_key)
+            return await self._sweep(queue, selection, move, progress=progress, report=move.report)
+
+    async def discard(
+        self,
+        queue: str,
+        selection: Selection,
+        *,
+        archive: BinaryIO | None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> MoveReport:
+        """Remove; with `archive`, each message is written and synced there before its ack."""
+        if dry_run:
+            return await self._sweep(
+                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
+            )
+        move: _Move = _Archive(archive, queue, ack=True) if archive else _Drop()
+        return await self._sweep(queue, selection, move, progress=progress)
+
+    async def import_archive(
+        self, lines: Iterable[bytes], *, dry_run: bool = False, progress: Progress | None = None
+    ) -> MoveReport:
+        """Put archived messages back into the queue each came from, with confirms."""
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(from_archive_line(line))
+            except ValueError as exc:
+                raise HoplineError(f"line {number}: {exc}") from None
+        report = MoveReport(examined=len(records), matched=len(records), dry_run=dry_run)
+        report.ids = [message_id for _, _, message_id in records]
+        if dry_run:
+            return report
+        async with self._connection.channel(publisher_confirms=True, on_return_raises=True) as out:
+            for done, (queue, message, message_id) in enumerate(records, start=1):
+                try:
+                    await out.default_exchange.publish(message, queue, timeout=self._timeout_s)
+                    report.moved += 1
+                except Exception as exc:
+                    report.failures.append((message_id, f"{type(exc).__name__}: {exc}"))
+                if progress:
+                    progress(done, len(records))
+        return report
+
+    # -- the one loop every operation uses --------------------------------------------------
+
+    async def _sweep(
+        self,
+        queue: str,
+        selection: Selection,
+        move: _Move,
+        *,
+        limit: int | None = None,
+        progress: Progress | None = None,
+        dry_run: bool = False,
+        report: MoveReport | None = None,
+    ) -> MoveReport:
+        report = report or MoveReport()
+        report.dry_run = dry_run
+        async with self._connection.channel(publisher_confirms=False) as channel:
+            total = await _depth(channel, queue)
+            if total == 0:
+                return report
+            await channel.set_qos(prefetch_count=min(total, _MAX_PREFETCH))
+            source = await channel.get_queue(queue, ensure=False)
+            inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+            async def arrived(incoming: AbstractIncomingMessage) -> None:
+                inbox.put_nowait(incoming)
+
+            tag = await source.consume(arrived, no_ack=False)
+            try:
+                now = datetime.now(UTC)
+                while report.examined < total and (limit is None or report.matched < limit):
+                    try:
+                        incoming = await asyncio.wait_for(inbox.get(), _IDLE_S)
+                    except TimeoutError:
+                        break
+                    report.examined += 1
+                    message = failed_from_delivery(incoming)
+                    if selection.matches(message, now=now):
+                        report.matched += 1
+                        if dry_run or not isinstance(move, _Publishing):
+                            report.ids.append(message.id)
+                        await move.take(message, incoming)
+                    if progress:
+                        progress(report.examined, total)
+                await move.finish()
+            finally:
+                await source.cancel(tag)
+                # Everything we did not settle goes back, in order, in one frame.
+                raw = await channel.get_underlay_channel()
+                await raw.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        if isinstance(move, _Drop | _Archive) and move.acks:
+            report.moved = move.acks
+        return report
+
+
+async def _depth(channel: AbstractChannel, queue: str) -> int:
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except ChannelNotFoundEntity as exc:
+        raise QueueMissingError(f"queue {queue!r} does not exist") from exc
+    return int(declared.declaration_result.message_count or 0)
+
+
+async def _nothing(_message: FailedMessage, _incoming: AbstractIncomingMessage) -> None:
+    return None
+
+
+class _Callback:
+    def __init__(
+        self, call: Callable[[FailedMessage, AbstractIncomingMessage], Awaitable[None]]
+    ) -> None:
+        self._call = call
+
+    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
+        await self._call(message, incoming)
+
+    async def finish(self) -> None:
+        return None
+
+
+class _Drop:
+    """Ack at once (`--no-archive`, chosen explicitly)."""
+
+    def __init__(self) -> None:
+        self.acks = 0
+
+    async def take(self, _message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
+        await incoming.ack()
+        self.acks += 1
+
+    async def finish(self) -> None:
+        return None
+
+
+class _Archive:
+    """Write archive lines; when moving, sync them to disk before acking their messages."""
+
+    def __init__(self, out: BinaryIO, queue: str, *, ack: bool) -> None:
+        self._out = out
+        self._queue = queue
+        self._ack = ack
+        self._pending: list[AbstractIncomingMessage] = []
+        self.acks = 0
+
+    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
+        self._out.write(to_archive_line(message, queue=self._queue))
+        if self._ack:
+            self._pending.append(incoming)
+            if len(self._pending) >= _ARCHIVE_SYNC_EVERY:
+                await self.finish()
+
+    async def finish(self) -> None:
+        self._out.flush()
+        # Not a real file (a pipe, a buffer): nothing to sync.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.fsync(self._out.fileno())
+        for incoming in self._pending:
+            await incoming.ack()
+            self.acks += 1
+        self._pending.clear()
+
+
+class _Publishing:
+    """Publish a copy per message (a window of confirms in flight), ack each once confirmed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._window = asyncio.Semaphore(_PUBLISH_WINDOW)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.report = MoveReport()
+
+    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
+        raise NotImplementedError
+
+    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
+        try:
+            exchange, copy, routing_key = self._copy(message)
+        except HoplineError as exc:
+            self.report.failures.append((message.id, str(exc)))
+            return
+        await self._window.acquire()
+        task = asyncio.create_task(
+            self._publish_then_ack(message, incoming, exchange, copy, routing_key)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_then_ack(
+        self,
+        message: FailedMessage,
+        incoming: AbstractIncomingMessage,
+        exchange: AbstractExchange,
+        copy: aio_pika.Message,
+        routing_key: str,
+    ) -> None:
+        try:
+            await exchange.publish(copy, routing_key, timeout=self._timeout_s)
+        except Exception as exc:  # the original stays where it is
+            self.report.failures.append((message.id, _publish_failure(exc)))
+        else:
+            await incoming.ack()
+            self.report.moved += 1
+            self.report.ids.append(message.id)
+        finally:
+            self._window.release()
+
+    async def finish(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+
+
+def _publish_failure(exc: Exception) -> str:
+    if isinstance(exc, aio_pika.exceptions.PublishError):
+        return "no queue took the copy (does its origin queue still exist?)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Replay(_Publishing):
+    def __init__(self, requeue: AbstractExchange, timeout_s: float, edit: Edit | None) -> None:
+        super().__init__(timeout_s)
+        self._requeue = requeue
+        self._edit = edit
+
+    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
+        if not message.origin_queue:
+            raise HoplineError("its origin queue is unknown (no x-hopline-queue, no x-death)")
+        now = datetime.now(UTC)
+        if self._edit is None:
+            return self._requeue, replay_copy(message, replayed_at=now), ""
+        copy = replay_copy(
+            message,
+            replayed_at=now,
+            body=self._edit.body,
+            extra_headers=self._edit.headers,
+            new_message_id=str(uuid.uuid4()),
+        )
+        return self._requeue, copy, ""
+
+
+class _Forward(_Publishing):
+    def __init__(
+        self, ingress: AbstractExchange, timeout_s: float, routing_key: str | None
+    ) -> None:
+        super().__init__(timeout_s)
+        self._ingress = ingress
+        self._routing_key = routing_key
+
+    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
+        key = self._routing_key or message.routing_key
+        copy = forward_copy(message)
+        copy.headers.pop(h.ROUTING_KEY, None)
+        return self._ingress, copy, key

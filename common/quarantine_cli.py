@@ -1,0 +1,460 @@
+"""`hopline quarantine ...` and `hopline unroutable ...`: rich tables, `--json` for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from common.errors import ConfigurationError, HoplineError
+from common.failed import FailedMessage, json_safe
+from common.operations import Operator
+from common.quarantine import Edit, MoveReport
+from common.quarantine import Progress as ProgressCallback
+from common.selection import Selection, parse_duration
+from common.settings import HoplineSettings, load_settings
+
+__all__ = ["quarantine_app", "unroutable_app"]
+
+quarantine_app = typer.Typer(
+    help="Inspect, replay or discard failed messages.", no_args_is_help=True
+)
+unroutable_app = typer.Typer(
+    help="Messages whose routing key matched no queue.", no_args_is_help=True
+)
+_out = Console()
+_err = Console(stderr=True)
+_T = TypeVar("_T")
+
+Services = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service",
+        "-s",
+        help="Service; repeatable. Default: every quarantine (needs the management API).",
+    ),
+]
+TypeFilter = Annotated[str | None, typer.Option("--type", help="Only this message type.")]
+ErrorFilter = Annotated[
+    str | None, typer.Option("--error", help="Error type or message contains this.")
+]
+SinceFilter = Annotated[
+    str | None, typer.Option("--since", help="Failed within, e.g. 15m, 2h, 7d.")
+]
+GroupOption = Annotated[str | None, typer.Option("--group", help="A group id from `groups`.")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every message matching the filters.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Ids = Annotated[list[str] | None, typer.Argument(help="Message ids.", show_default=False)]
+
+
+def _run(work: Callable[[Operator], Awaitable[_T]]) -> _T:
+    settings = load_settings(HoplineSettings)
+
+    async def main() -> _T:
+        async with Operator.open(settings, name="hopline-cli") as operator:
+            return await work(operator)
+
+    return asyncio.run(main())
+
+
+def _selection(
+    ids: list[str] | None = None,
+    message_type: str | None = None,
+    error: str | None = None,
+    since: str | None = None,
+    group: str | None = None,
+) -> Selection:
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        raise ConfigurationError(f"--since: {exc}") from None
+    return Selection(frozenset(ids or ()), message_type, error, window, group)
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[ProgressCallback | None]:
+    """A progress bar on stderr for operations over many messages (not with --json)."""
+    if not enabled or not _err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_err
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _summary(queue: str, message: FailedMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "queue": queue,
+        "type": message.message_type,
+        "origin_queue": message.origin_queue,
+        "attempts": message.attempts,
+        "error_type": message.error_type,
+        "error": message.error_first_line,
+        "failed_at": message.failed_at.isoformat() if message.failed_at else None,
+        "replay_count": message.replay_count,
+        "failed_again_after_replay": message.failed_again_after_replay,
+    }
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _report(report: MoveReport, verb: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    if report.dry_run:
+        _out.print(
+            f"dry run: would {verb} {report.matched} message(s) of {report.examined} examined"
+        )
+        for message_id in report.ids:
+            _out.print(f"  {message_id}")
+    else:
+        _out.print(f"{verb}: {report.moved} of {report.matched} matching message(s)")
+    for message_id, why in report.failures:
+        _err.print(f"[red]not moved[/red] {message_id}: {why}")
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@quarantine_app.command("list")
+def list_messages(
+    services: Services = None,
+    message_type: TypeFilter = None,
+    error: ErrorFilter = None,
+    since: SinceFilter = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """A table of failed messages: id, type, origin, attempts, error, failed at."""
+    selection = _selection(None, message_type, error, since)
+    found = _run(lambda op: op.browse(services or [], selection, limit=limit))
+    if as_json:
+        _print_json([_summary(queue, message) for queue, message in found])
+        return
+    if not found:
+        _out.print("quarantine is empty" if selection.is_everything else "no message matches")
+        return
+    table = Table("id", "type", "origin queue", "att.", "error type", "error", "failed at")
+    for _queue, message in found:
+        again = (
+            " [yellow](failed again after replay)[/yellow]"
+            if message.failed_again_after_replay
+            else ""
+        )
+        table.add_row(
+            message.id,
+            message.message_type or "-",
+            message.origin_queue or "-",
+            str(message.attempts or "-"),
+            message.error_type or "-",
+            (message.error_first_line[:80] or "-") + again,
+            _when(message.failed_at),
+        )
+    _out.print(table)
+
+
+@quarantine_app.command("groups")
+def groups(services: Services = None, as_json: AsJson = False) -> None:
+    """Failures grouped by error type and message type, with counts, oldest and newest."""
+    found = _run(lambda op: op.groups(services or []))
+    if as_json:
+        _print_json([{"queue": queue, **json_safe(_fields(group))} for queue, group in found])
+        return
+    if not found:
+        _out.print("quarantine is empty")
+        return
+    table = Table(
+        "group", "queue", "error type", "message type", "count", "oldest", "newest", "example"
+    )
+    for queue, group in found:
+        again = f" ({group.failed_again} failed again after replay)" if group.failed_again else ""
+        table.add_row(
+            group.id,
+            queue,
+            group.error_type or "-",
+            group.message_type or "-",
+            f"{group.count}{again}",
+            _when(group.oldest),
+            _when(group.newest),
+            group.example_error[:60],
+        )
+    _out.print(table)
+
+
+def _fields(group: Any) -> dict[str, Any]:
+    return {name: getattr(group, name) for name in group.__slots__}
+
+
+@quarantine_app.command("show")
+def show(message_id: str, services: Services = None, as_json: AsJson = False) -> None:
+    """Every property and header, the payload pretty-printed, the traceback."""
+    queue, message = _run(lambda op: op.find(message_id, services or []))
+    if as_json:
+        _print_json(
+            {
+                **_summary(queue, message),
+                "routing_key": message.routing_key,
+                "properties": json_safe(message.properties),
+                "headers": json_safe(message.headers),
+                "payload": message.payload_text(),
+                "traceback": message.traceback,
+            }
+        )
+        return
+    table = Table("field", "value", show_header=False)
+    for name, value in _summary(queue, message).items():
+        table.add_row(name, str(value))
+    table.add_row("routing_key", message.routing_key)
+    for name, value in message.properties.items():
+        if value is not None:
+            table.add_row(f"property {name}", str(value))
+    for name, value in message.headers.items():
+        if name != "x-hopline-error-traceback":
+            table.add_row(f"header {name}", json.dumps(json_safe(value)))
+    _out.print(table)
+    _out.print(Syntax(message.payload_text(), "json", word_wrap=True))
+    if message.traceback:
+        _out.print(message.traceback)
+
+
+def _edit_from(edit_file: Path | None, message: FailedMessage) -> Edit:
+    """The corrected payload/headers, from a JSON file or from $EDITOR."""
+    if edit_file is not None:
+        text = edit_file.read_text()
+    else:
+        try:
+            payload: Any = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            payload = message.body.decode("utf-8", "replace")  # a string to correct by hand
+        template: dict[str, Any] = {"payload": payload, "headers": {}}
+        with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as draft:
+            json.dump(template, draft, indent=2)
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            subprocess.run([editor, draft.name], check=True)
+            text = Path(draft.name).read_text()
+        finally:
+            os.unlink(draft.name)
+    try:
+        edited = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"the edit is not valid JSON: {exc}") from None
+    if not isinstance(edited, dict) or not set(edited) <= {"payload", "headers"}:
+        raise ConfigurationError(
+            'the edit must be a JSON object like {"payload": ..., "headers": {...}}'
+        )
+    headers = edited.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ConfigurationError("the edit's headers must be a JSON object")
+    body = orjson.dumps(edited["payload"]) if "payload" in edited else None
+    return Edit(body=body, headers=headers)
+
+
+@quarantine_app.command("replay")
+def replay(
+    ids: Ids = None,
+    services: Services = None,
+    group: GroupOption = None,
+    select_all: AllOption = False,
+    message_type: TypeFilter = None,
+    error: ErrorFilter = None,
+    since: SinceFilter = None,
+    edit: Annotated[
+        bool, typer.Option("--edit", help="Correct payload/headers in $EDITOR first.")
+    ] = False,
+    edit_file: Annotated[
+        Path | None, typer.Option("--edit-file", help="Corrected {payload, headers} as JSON.")
+    ] = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Send messages back to exactly the queue they failed in, attempt counter reset."""
+    selection = _selection(ids, message_type, error, since, group)
+
+    async def work(op: Operator) -> MoveReport:
+        correction = None
+        if edit or edit_file is not None:
+            if len(selection.ids) != 1:
+                raise HoplineError("--edit takes exactly one message id")
+            _, original = await op.find(next(iter(selection.ids)), services or [])
+            correction = _edit_from(edit_file, original)
+        with _progress(not as_json, "replaying") as progress:
+            return await op.replay(
+                services or [],
+                selection,
+                select_all=select_all,
+                dry_run=dry_run,
+                edit=correction,
+                progress=progress,
+            )
+
+    _report(_run(work), "replayed", as_json)
+
+
+@quarantine_app.command("discard")
+def discard(
+    ids: Ids = None,
+    services: Services = None,
+    group: GroupOption = None,
+    select_all: AllOption = False,
+    message_type: TypeFilter = None,
+    error: ErrorFilter = None,
+    since: SinceFilter = None,
+    archive: Annotated[
+        Path | None, typer.Option("--archive", help="Append each message to this JSONL file first.")
+    ] = None,
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Really delete without a copy.")
+    ] = False,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Remove messages, archiving each one first unless --no-archive is given."""
+    if archive is None and not no_archive and not dry_run:
+        raise ConfigurationError("give --archive FILE.jsonl, or --no-archive to delete for good")
+    selection = _selection(ids, message_type, error, since, group)
+
+    async def work(op: Operator) -> MoveReport:
+        sink = archive.open("ab") if archive is not None and not dry_run else nullcontext(None)
+        with sink as out, _progress(not as_json, "discarding") as progress:
+            return await op.discard(
+                services or [],
+                selection,
+                archive=out,
+                select_all=select_all,
+                dry_run=dry_run,
+                progress=progress,
+            )
+
+    _report(_run(work), "discarded", as_json)
+
+
+@quarantine_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    services: Services = None,
+    message_type: TypeFilter = None,
+    error: ErrorFilter = None,
+    since: SinceFilter = None,
+) -> None:
+    """Copy messages to a JSONL file; they stay in quarantine."""
+    selection = _selection(None, message_type, error, since)
+
+    async def work(op: Operator) -> int:
+        with out.open("wb") as sink, _progress(True, "exporting") as progress:
+            return await op.export(services or [], selection, sink, progress=progress)
+
+    count = _run(work)
+    _out.print(f"exported {count} message(s) to {out}")
+
+
+@quarantine_app.command("import")
+def import_archive(
+    source: Annotated[Path, typer.Argument(help="A JSONL file from export or discard --archive.")],
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Put archived messages back into the queue each came from."""
+    try:
+        lines = source.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {source}: {exc.strerror}") from None
+
+    async def work(op: Operator) -> MoveReport:
+        with _progress(not as_json, "importing") as progress:
+            return await op.store.import_archive(lines, dry_run=dry_run, progress=progress)
+
+    _report(_run(work), "imported", as_json)
+
+
+@unroutable_app.command("list")
+def unroutable_list(
+    message_type: TypeFilter = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """Messages kept because their routing key matched no binding."""
+    found = _run(lambda op: op.browse_unroutable(Selection(message_type=message_type), limit=limit))
+    if as_json:
+        _print_json(
+            [
+                {
+                    "id": m.id,
+                    "routing_key": m.routing_key,
+                    "type": m.message_type,
+                    "timestamp": m.timestamp,
+                }
+                for m in found
+            ]
+        )
+        return
+    if not found:
+        _out.print("nothing unroutable")
+        return
+    table = Table("id", "routing key", "type", "published at", "payload")
+    for message in found:
+        table.add_row(
+            message.id,
+            message.routing_key,
+            message.message_type or "-",
+            _when(message.timestamp),
+            message.payload_text()[:60].replace("\n", " "),
+        )
+    _out.print(table)
+
+
+@unroutable_app.command("replay")
+def unroutable_replay(
+    ids: Ids = None,
+    select_all: AllOption = False,
+    message_type: TypeFilter = None,
+    routing_key: Annotated[
+        str | None,
+        typer.Option("--routing-key", help="Publish under this key instead of the original."),
+    ] = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Publish unroutable messages to the ingress exchange again (e.g. after fixing bindings)."""
+    selection = Selection(ids=frozenset(ids or ()), message_type=message_type)
+
+    async def work(op: Operator) -> MoveReport:
+        with _progress(not as_json, "replaying") as progress:
+            return await op.replay_unroutable(
+                selection,
+                routing_key=routing_key,
+                select_all=select_all,
+                dry_run=dry_run,
+                progress=progress,
+            )
+
+    _report(_run(work), "replayed", as_json)
