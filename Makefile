@@ -43,3 +43,14 @@ e2e: install
 
 clean:
 	rm -rf $(VENV) .hopline .mypy_cache .ruff_cache .pytest_cache
+
+## Benchmarks on a private RabbitMQ node, hopline next to the raw client (README, "Performance").
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,40 @@
+"""`python -m bench.parties <name> <json args>`: run one party on the chosen event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from bench.child import emit
+
+_PARTIES = {
+    "raw_publish": "bench.parties.raw:publish",
+    "raw_consume": "bench.parties.raw:consume",
+    "hopline_consumer": "bench.parties.consumer:run",
+    "http_load": "bench.parties.http_load:run",
+}
+
+
+def main() -> None:
+    name, raw_args = sys.argv[1], sys.argv[2]
+    args: dict[str, Any] = orjson.loads(raw_args)
+    module, _, attribute = _PARTIES[name].partition(":")
+    party: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] = getattr(
+        importlib.import_module(module), attribute
+    )
+    if args.get("loop") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(party(args))
+    else:
+        result = asyncio.run(party(args))
+    emit("result", **result)
+
+
+if __name__ == "__main__":
+    main()

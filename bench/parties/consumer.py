@@ -1,0 +1,157 @@
+"""hopline's consumer runtime (`consumer.worker.Worker`) in a process of its own.
+
+Modes:
+- `drain`: a no-op handler; done when `count` messages were handled and acked.
+- `latency`: a no-op handler that records now - `sent_at` of each payload (HTTP → handler).
+- `priority`: while the worker drains whatever is queued, this process publishes a trickle of
+  high-priority probes and records their latency to handler start.
+- `failure`: 10 % of messages fail once, 1 % always fail (quarantined after `max_attempts`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import aio_pika
+
+from bench.child import emit, progress_while, rss_kib
+from bench.messages import MESSAGE_TYPE, SERVICE, amqp_message, consumer_settings, key
+from common.logging import configure_logging
+from consumer.errors import RetryableError
+from consumer.registry import Registry
+from consumer.worker import Worker
+
+__all__ = ["run"]
+
+_PROBE_TYPE = "bench.probe"
+
+
+async def run(args: dict[str, Any]) -> dict[str, Any]:
+    mode: str = args["mode"]
+    count: int = args["count"]
+    settings = consumer_settings(
+        args["amqp_url"],
+        args["queue_type"],
+        concurrency=args["concurrency"],
+        prefetch=args["prefetch"],
+    )
+    # As deployed: the default level (info), JSON lines on stderr (the party's log file).
+    configure_logging(settings.log_level, settings.log_format)
+    registry = Registry(SERVICE)
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    handled = 0
+    latencies: list[float] = []
+    calls: Counter[int] = Counter()
+    quarantined = 0
+    max_attempts = 3
+
+    def one_done() -> None:
+        nonlocal handled
+        handled += 1
+        if handled >= count and not finished.done():
+            finished.set_result(None)
+
+    if mode in ("drain", "priority"):
+
+        @registry.handler(MESSAGE_TYPE)
+        async def noop(payload: Any) -> None:
+            if mode == "drain":
+                one_done()
+
+    if mode == "priority":
+
+        @registry.handler(_PROBE_TYPE)
+        async def probe(payload: Any) -> None:
+            latencies.append(time.time() - payload["sent_at"])
+            one_done()
+
+    if mode == "latency":
+
+        @registry.handler(MESSAGE_TYPE)
+        async def timed(payload: Any) -> None:
+            latencies.append(time.time() - payload["sent_at"])
+            one_done()
+
+    if mode == "failure":
+
+        @registry.handler(MESSAGE_TYPE, max_attempts=max_attempts, retry_delays_s=(0.2,))
+        async def flaky(payload: Any) -> None:
+            nonlocal quarantined
+            index = payload["i"]
+            calls[index] += 1
+            if index % 100 == 0:
+                if calls[index] >= max_attempts:
+                    quarantined += 1
+                    one_done()
+                raise RetryableError("always fails")
+            if index % 10 == 5 and calls[index] == 1:
+                raise RetryableError("fails once")
+            one_done()
+
+    peak = [rss_kib()]
+    worker = Worker(settings, registry, consumer_name="bench")
+    await worker.start()
+    rss_ready = rss_kib()
+    emit("ready")
+    reporter = asyncio.create_task(progress_while(lambda: handled, peak))
+    started = time.perf_counter()
+    prober = (
+        asyncio.create_task(_probe(args, count, args.get("probe_rate", 50.0)))
+        if mode == "priority"
+        else None
+    )
+    try:
+        await finished
+        elapsed = time.perf_counter() - started
+        backlog_left = await _backlog(worker, settings) if mode == "priority" else None
+    finally:
+        reporter.cancel()
+        if prober is not None:
+            prober.cancel()
+        await worker.stop(grace_s=10)
+    result: dict[str, Any] = {
+        "count": handled,
+        "elapsed_s": elapsed,
+        "rate": handled / elapsed,
+        "rss_ready_kib": rss_ready,
+        "rss_peak_kib": peak[0],
+    }
+    if latencies:
+        result["latencies_s"] = latencies
+    if mode == "failure":
+        result["quarantined"] = quarantined
+        result["handler_calls"] = sum(calls.values())
+    if backlog_left is not None:
+        result["backlog_left"] = backlog_left
+    return result
+
+
+async def _probe(args: dict[str, Any], count: int, rate: float) -> None:
+    """Publish `count` high-priority probes at `rate` per second, confirmed one by one."""
+    connection = await aio_pika.connect(args["amqp_url"])
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(args["exchange"], ensure=False)
+        start = time.perf_counter()
+        for index in range(count):
+            await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+            message = amqp_message(index)
+            message.type = _PROBE_TYPE
+            await exchange.publish(message, key("high").replace(MESSAGE_TYPE, _PROBE_TYPE))
+    finally:
+        await connection.close()
+
+
+async def _backlog(worker: Worker, settings: Any) -> int:
+    """Messages still ready in the low-priority queue (proof the backlog was there)."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(settings.names.work_queue(SERVICE, "low"), passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()

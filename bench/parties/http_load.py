@@ -1,0 +1,92 @@
+"""An HTTP client process that loads the producer: closed loop or paced (open loop).
+
+- `single`: `concurrency` clients each POST /v1/messages back to back for `duration_s`.
+- `batch`: `concurrency` clients POST /v1/messages/batch with `batch_size` items until
+  `count` messages were accepted.
+- `paced`: one POST /v1/messages every 1/`rate` seconds, `count` in all, whatever the
+  answers take (the latency scenario: a request never waits for the previous one).
+Every request's status is counted; only 202 counts as accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.child import emit, progress_while, rss_kib
+from bench.messages import http_item
+
+__all__ = ["run"]
+
+_JSON = {"content-type": "application/json"}
+
+
+async def run(args: dict[str, Any]) -> dict[str, Any]:
+    mode: str = args["mode"]
+    concurrency: int = args.get("concurrency", 1)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    statuses: Counter[int] = Counter()
+    latencies: list[float] = []
+    accepted = 0
+    peak = [rss_kib()]
+    async with httpx.AsyncClient(base_url=args["base_url"], limits=limits, timeout=30) as client:
+        emit("ready")
+        reporter = asyncio.create_task(progress_while(lambda: accepted, peak))
+        started = time.perf_counter()
+
+        async def post(path: str, body: bytes, items: int) -> None:
+            nonlocal accepted
+            begin = time.perf_counter()
+            try:
+                response = await client.post(path, content=body, headers=_JSON)
+                status = response.status_code
+            except httpx.HTTPError:
+                status = 0
+            latencies.append(time.perf_counter() - begin)
+            statuses[status] += 1
+            if status == 202:
+                accepted += items
+
+        if mode == "single":
+            deadline = started + args["duration_s"]
+            counter = iter(range(1 << 62))
+
+            async def client_loop() -> None:
+                while time.perf_counter() < deadline:
+                    await post("/v1/messages", orjson.dumps(http_item(next(counter))), 1)
+
+            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        elif mode == "batch":
+            size: int = args["batch_size"]
+            batches = iter(range(args["count"] // size))
+
+            async def batch_loop() -> None:
+                for index in batches:
+                    items = [http_item(index * size + i) for i in range(size)]
+                    body = orjson.dumps({"messages": items})
+                    await post("/v1/messages/batch", body, size)
+
+            await asyncio.gather(*(batch_loop() for _ in range(concurrency)))
+        else:  # paced
+            rate: float = args["rate"]
+            tasks = []
+            for index in range(args["count"]):
+                await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+                body = orjson.dumps(http_item(index))
+                tasks.append(asyncio.create_task(post("/v1/messages", body, 1)))
+            await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+        reporter.cancel()
+    return {
+        "count": accepted,
+        "elapsed_s": elapsed,
+        "rate": accepted / elapsed,
+        "requests": sum(statuses.values()),
+        "statuses": {str(code): n for code, n in statuses.items()},
+        "latencies_s": latencies,
+    }

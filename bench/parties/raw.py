@@ -1,0 +1,78 @@
+"""The reference: the raw aio-pika client doing the bare minimum of the same job.
+
+Publish: confirms on, `window` publishes in flight at once (pipelined), mandatory like
+hopline's producer. Consume: manual ack after an (absent) handler, same prefetch as hopline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench.child import emit, progress_while, rss_kib
+from bench.messages import amqp_message
+
+__all__ = ["consume", "publish"]
+
+
+async def publish(args: dict[str, Any]) -> dict[str, Any]:
+    count: int = args["count"]
+    window: int = args.get("window", 1000)
+    routing_key: str = args["routing_key"]
+    connection = await aio_pika.connect(args["amqp_url"])
+    sent = 0
+    peak = [rss_kib()]
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(args["exchange"], ensure=False)
+        emit("ready")
+        reporter = asyncio.create_task(progress_while(lambda: sent, peak))
+        started = time.perf_counter()
+        while sent < count:
+            chunk = min(window, count - sent)
+            await asyncio.gather(
+                *(
+                    exchange.publish(amqp_message(sent + i), routing_key, mandatory=True)
+                    for i in range(chunk)
+                )
+            )
+            sent += chunk
+        elapsed = time.perf_counter() - started
+        reporter.cancel()
+    finally:
+        await connection.close()
+    return {"count": sent, "elapsed_s": elapsed, "rate": sent / elapsed}
+
+
+async def consume(args: dict[str, Any]) -> dict[str, Any]:
+    count: int = args["count"]
+    connection = await aio_pika.connect(args["amqp_url"])
+    acked = 0
+    done = asyncio.get_running_loop().create_future()
+    peak = [rss_kib()]
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal acked
+        await message.ack()
+        acked += 1
+        if acked == count and not done.done():
+            done.set_result(None)
+
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=args["prefetch"])
+        queue = await channel.get_queue(args["queue"], ensure=False)
+        emit("ready")
+        reporter = asyncio.create_task(progress_while(lambda: acked, peak))
+        started = time.perf_counter()
+        await queue.consume(on_message, no_ack=False)
+        await done
+        elapsed = time.perf_counter() - started
+        reporter.cancel()
+    finally:
+        await connection.close()
+    return {"count": acked, "elapsed_s": elapsed, "rate": acked / elapsed, "rss_peak_kib": peak[0]}

@@ -1,0 +1,181 @@
+"""Scenarios over AMQP only: the references, consumer drain, priority, failure path."""
+
+from __future__ import annotations
+
+from bench.context import Context, Row
+from bench.messages import SERVICE, work_queue
+from bench.stats import percentile
+
+__all__ = ["drain", "failure_path", "priority"]
+
+
+async def drain(ctx: Context) -> None:
+    """Raw publish and raw consume+ack, then hopline's worker draining the same backlog."""
+    cfg = ctx.config
+    n = cfg.messages
+    common = {"prefetch": cfg.prefetch}
+    publish_rates: list[float] = []
+    with ctx.vhost("drain") as url:
+        await ctx.declare(url)
+        queue = work_queue(ctx.settings(url))
+        references: dict[str, float] = {}
+        for loop in ("asyncio", "uvloop"):
+            publish_rates.append((await ctx.fill(url, n))["rate"])
+            result = await ctx.run_party(
+                "raw_consume",
+                f"raw aio-pika consume+ack ({loop})",
+                n,
+                amqp_url=url,
+                queue=queue,
+                count=n,
+                loop=loop,
+                **common,
+            )
+            references[loop] = result["rate"]
+        publish_rates.append((await ctx.fill(url, n))["rate"])
+        result = await ctx.run_party(
+            "hopline_consumer",
+            "hopline consumer drain",
+            n,
+            amqp_url=url,
+            mode="drain",
+            count=n,
+            concurrency=cfg.concurrency,
+            loop="uvloop",
+            **common,
+        )
+        left = await ctx.depth(url, queue)
+    ctx.shared["publish_rate"] = max(publish_rates)
+    ctx.shared["drain_rate"] = result["rate"]
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "raw publish, confirms pipelined (reference)",
+            max(publish_rates),
+            "msg/s",
+            detail={"samples": publish_rates, "window": cfg.publish_window},
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            f"consumer drain {n:,} x 1 KiB, no-op handler",
+            result["rate"],
+            "msg/s",
+            references["asyncio"],
+            "raw aio-pika consume+ack",
+            1.0,
+            detail={"left_in_queue": left, "raw_uvloop_rate": references["uvloop"]},
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same, vs raw aio-pika on uvloop",
+            result["rate"],
+            "msg/s",
+            references["uvloop"],
+            "raw aio-pika consume+ack (uvloop)",
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            f"consumer RSS peak, {n:,} backlog (ready → peak)",
+            result["rss_peak_kib"] / 1024,
+            "MiB",
+            result["rss_ready_kib"] / 1024,
+            "RSS when ready",
+        )
+    )
+
+
+async def priority(ctx: Context) -> None:
+    """High-priority probes on an idle consumer, then under a low-priority backlog."""
+    cfg = ctx.config
+    runs: dict[str, dict[str, float]] = {}
+    for label, backlog in (("idle", 0), ("backlog", cfg.backlog)):
+        with ctx.vhost(f"priority-{label}") as url:
+            await ctx.declare(url)
+            if backlog:
+                await ctx.fill(url, backlog, priority="low")
+            result = await ctx.run_party(
+                "hopline_consumer",
+                f"high-priority probes, {label}",
+                cfg.probes,
+                amqp_url=url,
+                mode="priority",
+                count=cfg.probes,
+                probe_rate=cfg.probe_rate,
+                exchange=ctx.settings(url).names.ingress,
+                concurrency=cfg.concurrency,
+                prefetch=cfg.prefetch,
+                loop="uvloop",
+            )
+        latencies = result["latencies_s"]
+        runs[label] = {
+            "p50_ms": percentile(latencies, 0.5) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "backlog_left": result.get("backlog_left", 0),
+            "rss_peak_mib": result["rss_peak_kib"] / 1024,
+        }
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            f"high-priority p99 under {cfg.backlog:,} low backlog",
+            runs["backlog"]["p99_ms"],
+            "ms",
+            runs["idle"]["p99_ms"],
+            "same trickle, idle consumer",
+            2.0,
+            lower_is_better=True,
+            detail=runs,
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "consumer RSS peak, backlog vs idle",
+            runs["backlog"]["rss_peak_mib"],
+            "MiB",
+            runs["idle"]["rss_peak_mib"],
+            "idle consumer",
+        )
+    )
+
+
+async def failure_path(ctx: Context) -> None:
+    """10 % fail once, 1 % always fail: retried via tiers, quarantined after 3 attempts."""
+    cfg = ctx.config
+    n = cfg.failure_messages
+    with ctx.vhost("failure") as url:
+        await ctx.declare(url)
+        await ctx.fill(url, n)
+        result = await ctx.run_party(
+            "hopline_consumer",
+            "failure path (10 % retried once, 1 % quarantined)",
+            n,
+            amqp_url=url,
+            mode="failure",
+            count=n,
+            concurrency=cfg.concurrency,
+            prefetch=cfg.prefetch,
+            loop="uvloop",
+        )
+        quarantine = ctx.settings(url).names.quarantine(SERVICE)
+        in_quarantine = await ctx.depth(url, quarantine)
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            f"failure path, {n:,} messages to a final state",
+            result["rate"],
+            "msg/s",
+            ctx.shared.get("drain_rate"),
+            "hopline drain, all healthy",
+            detail={
+                "handler_calls": result["handler_calls"],
+                "quarantined_by_handler_count": result["quarantined"],
+                "in_quarantine_queue": in_quarantine,
+            },
+        )
+    )
