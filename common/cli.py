@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +16,13 @@ import typer
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
-from common.definitions import to_definitions, to_mermaid
+from common.definitions import (
+    BrokerUser,
+    password_hash,
+    role_permissions,
+    to_definitions,
+    to_mermaid,
+)
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
 from common.quarantine_cli import quarantine_app, unroutable_app
@@ -102,12 +110,24 @@ def topology_export(
         str, typer.Option("--broker-version", help="Target RabbitMQ version, e.g. 3.13 or 4.1")
     ] = f"{CURRENT_RELEASE.major}.{CURRENT_RELEASE.minor}",
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+    users: Annotated[
+        bool,
+        typer.Option(
+            "--users",
+            help="Add one least-privilege user per role (producer, consumer-<service>, "
+            "operator), named <prefix>-<role>, password from HOPLINE_<ROLE>_PASSWORD "
+            "(stored as a salted hash).",
+        ),
+    ] = False,
 ) -> None:
     """Print the topology as RabbitMQ definitions JSON or as a Mermaid diagram (offline)."""
     settings = _settings()
-    topology = _topology(settings, handlers, BrokerVersion.parse(broker_version_text))
+    version = BrokerVersion.parse(broker_version_text)
+    topology = _topology(settings, handlers, version)
     if fmt is ExportFormat.definitions:
-        text = json.dumps(to_definitions(topology, vhost=vhost), indent=2) + "\n"
+        broker_users = _broker_users(settings, handlers, version) if users else []
+        document = to_definitions(topology, vhost=vhost, users=broker_users)
+        text = json.dumps(document, indent=2) + "\n"
     else:
         text = to_mermaid(topology)
     if out is None:
@@ -115,6 +135,45 @@ def topology_export(
     else:
         out.write_text(text)
         typer.echo(f"wrote {out}", err=True)
+
+
+def _password_variable(role: str) -> str:
+    """`consumer-demo` -> `HOPLINE_CONSUMER_DEMO_PASSWORD`."""
+    return f"HOPLINE_{role.upper().replace('-', '_').replace('.', '_')}_PASSWORD"
+
+
+def _broker_users(
+    settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
+) -> list[BrokerUser]:
+    from consumer.loader import load_registry
+
+    services = []
+    for path in handlers or ():
+        registry = load_registry(path)
+        topology = service_topology(settings, registry.service, registry.type_patterns, version)
+        services.append((registry.service, topology))
+    roles = role_permissions(
+        settings.names,
+        priorities=settings.priorities,
+        core=core_topology(settings, version),
+        services=services,
+    )
+    missing = [
+        _password_variable(role) for role in roles if not os.environ.get(_password_variable(role))
+    ]
+    if missing:
+        raise ConfigurationError(
+            "--users needs a password for every role; set " + ", ".join(missing)
+        )
+    return [
+        BrokerUser(
+            name=f"{settings.prefix}-{role}",
+            password_hash=password_hash(os.environ[_password_variable(role)]),
+            rights=rights,
+            tags=("management",) if role == "operator" else (),
+        )
+        for role, rights in roles.items()
+    ]
 
 
 @app.command("publish")
@@ -177,8 +236,15 @@ def _read_payload(text: str) -> Any:
 
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit code 2."""
+    # The client libraries' own warnings (a failed connect) would repeat our error line.
+    for library in ("aio_pika", "aiormq"):
+        logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
         app()
     except HoplineError as exc:
         typer.echo(f"hopline: error: {exc}", err=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -47,8 +47,11 @@ Progress = Callable[[int, int], None]  # (done, total)
 # basic.qos takes a 16-bit count: the most messages one look can hold at once.
 _MAX_PREFETCH = 65_535
 _IDLE_S = 1.0  # no delivery for this long: the queue has nothing more for us
+_TAIL_S = 0.15  # after the counted messages, how long to wait for ones the count missed
+_PREFETCH_MARGIN = 1_000
 _PUBLISH_WINDOW = 256  # copies awaiting their confirm at once
 _ARCHIVE_SYNC_EVERY = 256
+_REQUEUE_WAIT_S = 5.0
 
 
 class QueueMissingError(HoplineError):
@@ -84,6 +87,12 @@ class MoveReport:
 
 
 class _Move(Protocol):
+    moves: bool  # whether it takes messages out of the queue (and copies may come back)
+
+    @property
+    def settled(self) -> int:
+        """How many messages this move acked (removed from the source)."""
+
     async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None: ...
 
     async def finish(self) -> None: ...
@@ -228,10 +237,10 @@ class FailedMessageStore:
         report = report or MoveReport()
         report.dry_run = dry_run
         async with self._connection.channel(publisher_confirms=False) as channel:
+            # A quorum queue's count can lag its confirms by a moment: `total` is a hint, and
+            # the sweep ends when the queue has had nothing more for us for a short while.
             total = await _depth(channel, queue)
-            if total == 0:
-                return report
-            await channel.set_qos(prefetch_count=min(total, _MAX_PREFETCH))
+            await channel.set_qos(prefetch_count=min(total + _PREFETCH_MARGIN, _MAX_PREFETCH))
             source = await channel.get_queue(queue, ensure=False)
             inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
@@ -241,28 +250,39 @@ class FailedMessageStore:
             tag = await source.consume(arrived, no_ack=False)
             try:
                 now = datetime.now(UTC)
-                while report.examined < total and (limit is None or report.matched < limit):
+                acted_on: set[str] = set()
+                while limit is None or report.matched < limit:
+                    wait_s = _IDLE_S if report.examined < total else _TAIL_S
                     try:
-                        incoming = await asyncio.wait_for(inbox.get(), _IDLE_S)
+                        incoming = await asyncio.wait_for(inbox.get(), wait_s)
                     except TimeoutError:
                         break
-                    report.examined += 1
                     message = failed_from_delivery(incoming)
+                    if move.moves and message.id in acted_on:
+                        # A copy of one we moved came back (replayed, failed again): it is
+                        # new work for the next command, not this one, or we would loop.
+                        if report.examined >= total:
+                            break
+                        continue
+                    report.examined += 1
                     if selection.matches(message, now=now):
+                        acted_on.add(message.id)
                         report.matched += 1
                         if dry_run or not isinstance(move, _Publishing):
                             report.ids.append(message.id)
                         await move.take(message, incoming)
                     if progress:
-                        progress(report.examined, total)
+                        progress(report.examined, max(total, report.examined))
                 await move.finish()
             finally:
                 await source.cancel(tag)
                 # Everything we did not settle goes back, in order, in one frame.
                 raw = await channel.get_underlay_channel()
                 await raw.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-        if isinstance(move, _Drop | _Archive) and move.acks:
-            report.moved = move.acks
+                # The broker requeues asynchronously: wait until the queue shows them again,
+                # so that the next look (or command) sees the queue as it was.
+                await _await_depth(channel, queue, report.examined - move.settled)
+        report.moved = move.settled
         return report
 
 
@@ -274,15 +294,29 @@ async def _depth(channel: AbstractChannel, queue: str) -> int:
     return int(declared.declaration_result.message_count or 0)
 
 
+async def _await_depth(channel: AbstractChannel, queue: str, expected: int) -> None:
+    deadline = asyncio.get_running_loop().time() + _REQUEUE_WAIT_S
+    while await _depth(channel, queue) < expected:
+        if asyncio.get_running_loop().time() > deadline:
+            return  # someone else is consuming; nothing to wait for
+        await asyncio.sleep(0.02)
+
+
 async def _nothing(_message: FailedMessage, _incoming: AbstractIncomingMessage) -> None:
     return None
 
 
 class _Callback:
+    moves = False
+
     def __init__(
         self, call: Callable[[FailedMessage, AbstractIncomingMessage], Awaitable[None]]
     ) -> None:
         self._call = call
+
+    @property
+    def settled(self) -> int:
+        return 0
 
     async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
         await self._call(message, incoming)
@@ -294,8 +328,14 @@ class _Callback:
 class _Drop:
     """Ack at once (`--no-archive`, chosen explicitly)."""
 
+    moves = True
+
     def __init__(self) -> None:
         self.acks = 0
+
+    @property
+    def settled(self) -> int:
+        return self.acks
 
     async def take(self, _message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
         await incoming.ack()
@@ -309,11 +349,16 @@ class _Archive:
     """Write archive lines; when moving, sync them to disk before acking their messages."""
 
     def __init__(self, out: BinaryIO, queue: str, *, ack: bool) -> None:
+        self.moves = ack
         self._out = out
         self._queue = queue
         self._ack = ack
         self._pending: list[AbstractIncomingMessage] = []
         self.acks = 0
+
+    @property
+    def settled(self) -> int:
+        return self.acks
 
     async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
         self._out.write(to_archive_line(message, queue=self._queue))
@@ -336,11 +381,17 @@ class _Archive:
 class _Publishing:
     """Publish a copy per message (a window of confirms in flight), ack each once confirmed."""
 
+    moves = True
+
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._window = asyncio.Semaphore(_PUBLISH_WINDOW)
         self._tasks: set[asyncio.Task[None]] = set()
         self.report = MoveReport()
+
+    @property
+    def settled(self) -> int:
+        return self.report.moved
 
     def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
         raise NotImplementedError

@@ -14,6 +14,7 @@ from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.settings import HoplineSettings
 from common.topology import service_topology
+from tests.support.wait import wait_until
 
 __all__ = ["declare_service", "seed_quarantine"]
 
@@ -65,6 +66,14 @@ async def seed_quarantine(
             )
             await dlx.publish(message, service)
             ids.append(failure["id"])
+        # A quorum queue's count catches up with its confirms a moment later.
+        queue = f"hopline.{service}.quarantine"
+
+        async def counted() -> bool:
+            declared = await channel.declare_queue(queue, passive=True)
+            return declared.declaration_result.message_count == len(ids)
+
+        await wait_until(counted, timeout_s=10, message=f"{queue} never counted {len(ids)}")
     finally:
         await connection.close()
     return ids
