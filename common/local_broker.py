@@ -49,7 +49,8 @@ __all__ = [
 
 _HOST = "127.0.0.1"
 _SERVICE_ACCOUNT = "rabbitmq"
-_LOG_TAIL_LINES = 40
+_LOG_FIRST_ERRORS = 10
+_LOG_TAIL_LINES = 30
 # Ports a private node must never take: epmd, the usual AMQP/management/dist ports of the
 # shared node, and the range rabbitmqctl uses for its own distribution listener.
 _RESERVED_PORTS = frozenset({4369, 5672, 15672, 25672, *range(35672, 35683)})
@@ -87,10 +88,12 @@ class LocalBroker:
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """Run `rabbitmqctl -n <node> ARGS`; return stdout, raise with stderr on failure."""
         command = ["rabbitmqctl", "-n", self.node_name, *args]
+        env = _node_environment(self)
+        del env["RABBITMQ_NODENAME"]  # `-n` names the node; the CLI's VM must not look like it
         try:
             result = subprocess.run(
                 command,
-                env=_node_environment(self),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -152,6 +155,7 @@ def start_local_broker(
     ports = {broker.amqp_port, broker.management_port, broker.dist_port}
     if len(ports) != 3:
         raise LocalBrokerError(f"AMQP, management and distribution ports must differ: {broker}")
+    _refuse_taken_name_or_ports(broker, grace_s=0)
     _prepare_base_dir(broker, extra_config)
     _launch_and_wait(broker, timeout_s)
     return broker
@@ -162,6 +166,8 @@ def restart_local_broker(broker: LocalBroker, timeout_s: float = 90) -> LocalBro
     if not _config_file(broker).is_file():
         raise LocalBrokerError(f"{broker.base_dir} holds no node; start_local_broker creates one")
     _reap(broker)
+    # A node killed a moment ago may still be registered with epmd: allow it time to go.
+    _refuse_taken_name_or_ports(broker, grace_s=10)
     _launch_and_wait(broker, timeout_s)
     return broker
 
@@ -246,8 +252,9 @@ def _node_log(broker: LocalBroker) -> Path:
 def _node_environment(
     broker: LocalBroker, base_env: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Environment for `rabbitmq-server` and `rabbitmqctl`: every path and port points at
-    `base_dir`, so nothing from the shared node's configuration applies."""
+    """Environment for `rabbitmq-server`: every path and port points at `base_dir`, so
+    nothing from the shared node's configuration applies. `RABBITMQ_NODENAME` in it is
+    also how `_node_pids` recognises the node's VM later, from any process."""
     env = dict(os.environ if base_env is None else base_env)
     base = broker.base_dir
     env.update(
@@ -262,6 +269,8 @@ def _node_environment(
             "RABBITMQ_LOG_BASE": str(base / "log"),
             "RABBITMQ_PID_FILE": str(_pid_file(broker)),
             "RABBITMQ_DIST_PORT": str(broker.dist_port),
+            # Debian's wrapper runs the node in /var/lib/rabbitmq, the shared node's home.
+            "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),
         }
     )
     return env
@@ -317,7 +326,6 @@ def _hand_over(base: Path, account: pwd.struct_passwd) -> None:
 
 
 def _launch_and_wait(broker: LocalBroker, timeout_s: float) -> None:
-    _refuse_taken_name_or_ports(broker)
     with _console_log(broker).open("ab") as console:
         process = subprocess.Popen(
             ["rabbitmq-server"],
@@ -339,9 +347,9 @@ def _launch_and_wait(broker: LocalBroker, timeout_s: float) -> None:
         raise
 
 
-def _refuse_taken_name_or_ports(broker: LocalBroker) -> None:
-    # epmd forgets a killed node only once it notices the closed connection: give it a moment.
-    if _node_pids(broker) or not _wait_for_epmd_to_forget(broker, time.monotonic() + 10):
+def _refuse_taken_name_or_ports(broker: LocalBroker, *, grace_s: float) -> None:
+    """Never start a second node under a taken name or port (e.g. the shared rabbit@localhost)."""
+    if _node_pids(broker) or not _wait_for_epmd_to_forget(broker, time.monotonic() + grace_s):
         raise LocalBrokerError(f"a node named {broker.node_name} is already running")
     for port in (broker.amqp_port, broker.management_port, broker.dist_port):
         if not _port_is_free(port):
@@ -360,7 +368,7 @@ def _wait_until_ready(
         while not ready():
             if process.poll() is not None:
                 raise LocalBrokerError(
-                    f"node {broker.node_name} exited with code {process.returncode} before it "
+                    f"node {broker.node_name} exited (code {process.returncode}) before it "
                     f"would {what}\n{_log_tail(broker)}"
                 )
             if time.monotonic() > deadline:
@@ -432,13 +440,18 @@ def _parse_epmd_names(reply: bytes) -> set[str]:
 
 
 def _log_tail(broker: LocalBroker) -> str:
+    """What a person needs from the node's logs: the first errors (the cause, e.g. an unknown
+    config key, comes long before the crash report) and the last lines."""
     parts = []
     for path in (_console_log(broker), _node_log(broker)):
         try:
-            lines = path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+            lines = path.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        parts.append(f"--- last lines of {path} ---\n" + "\n".join(lines))
+        first_errors = [line for line in lines if "[error]" in line][:_LOG_FIRST_ERRORS]
+        if first_errors:
+            parts.append(f"--- first errors in {path} ---\n" + "\n".join(first_errors))
+        parts.append(f"--- last lines of {path} ---\n" + "\n".join(lines[-_LOG_TAIL_LINES:]))
     return "\n".join(parts) or f"(no logs in {broker.base_dir})"
 
 
@@ -455,18 +468,20 @@ def _node_pids(broker: LocalBroker) -> list[int]:
     if not proc.is_dir():
         return _pid_from_pid_file(broker)
     marker = f"RABBITMQ_NODENAME={broker.node_name}".encode()
-    return [pid for pid in _beam_pids(proc) if marker in _environ_entries(pid)]
+    return [pid for pid in _server_vm_pids(proc) if marker in _environ_entries(pid)]
 
 
-def _beam_pids(proc: Path) -> Iterator[int]:
+def _server_vm_pids(proc: Path) -> Iterator[int]:
+    """Live Erlang VMs that are not CLI tools (rabbitmqctl and friends run as escripts)."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if comm.startswith("beam") and _is_alive(int(entry.name)):
+        if comm.startswith("beam") and b"-escript" not in cmdline and _is_alive(int(entry.name)):
             yield int(entry.name)
 
 

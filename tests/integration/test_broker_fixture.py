@@ -70,15 +70,23 @@ _vhost_names: list[str] = []
 
 
 @pytest.mark.parametrize("run", [1, 2])
-async def test_every_test_gets_its_own_fresh_vhost(run: int, management: Management) -> None:
-    # Given earlier tests already used vhosts (and the first run left a queue behind)
+async def test_every_test_gets_its_own_fresh_vhost(
+    run: int, amqp_url: str, management: Management
+) -> None:
+    # Given earlier tests used vhosts of their own, and left queues behind in them
     assert management.vhost.startswith("test-")
     assert management.vhost not in _vhost_names
     _vhost_names.append(management.vhost)
 
-    # Then nothing from them is visible here, and their vhosts were deleted
+    # Then nothing of theirs is visible here, and their vhosts were deleted
     response = await management.get(f"/api/queues/{management.vhost}")
     assert response.json() == []
     for earlier in _vhost_names[:-1]:
         gone = await management.get(f"/api/vhosts/{earlier}")
         assert gone.status_code == 404
+
+    # (and this run leaves a queue behind for the next one not to see)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(f"left-behind-by-run-{run}", durable=True)

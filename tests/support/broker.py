@@ -20,6 +20,7 @@ exchanges and messages of one test cannot leak into another.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -60,10 +61,10 @@ AMQP_URL_ENV = "HOPLINE_TEST_AMQP_URL"
 MANAGEMENT_URL_ENV = "HOPLINE_TEST_MANAGEMENT_URL"
 IMAGE_ENV = "HOPLINE_TEST_RABBITMQ_IMAGE"
 _DEFAULT_IMAGE = "rabbitmq:4-management"
-_READY_TIMEOUT_S = 60.0
+_READY_TIMEOUT_S = 60.0  # a container or compose broker may still be booting
 # Management statistics (queue depths in GET /api/queues) refresh at this interval; the
-# default 5 s would make every test that waits for a queue count slow. Our own nodes only.
-_LOCAL_NODE_CONFIG = "collect_statistics_interval = 1000\n"
+# default 5 s would make every test that waits for a queue count slow. Brokers we start only.
+_STATS_INTERVAL_MS = 1000
 _AMQP_PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
 
@@ -85,6 +86,8 @@ class BrokerEndpoint:
 
 @dataclass(frozen=True)
 class Vhost:
+    """A test's own vhost and the AMQP URL that connects to it."""
+
     name: str
     amqp_url: str
 
@@ -228,12 +231,20 @@ def _start_container(cleanup: ExitStack, reasons: list[str]) -> BrokerEndpoint |
     from testcontainers.community.rabbitmq import RabbitMqContainer
 
     image = os.environ.get(IMAGE_ENV, _DEFAULT_IMAGE)
-    container = RabbitMqContainer(image).with_exposed_ports(15672)
+    container = (
+        RabbitMqContainer(image)
+        .with_exposed_ports(15672)
+        .with_env(
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            f"-rabbit collect_statistics_interval {_STATS_INTERVAL_MS}",
+        )
+    )
     try:
         container.start()
     except Exception as exc:  # image pull, port mapping, readiness: all mean "not this way"
         reasons.append(f"Docker answers, but container {image} did not start: {exc}")
-        container.stop()
+        with contextlib.suppress(Exception):
+            container.stop()
         return None
     cleanup.callback(container.stop)
     host = container.get_container_host_ip()
@@ -292,7 +303,9 @@ def _start_local(cleanup: ExitStack, reasons: list[str]) -> BrokerEndpoint | Non
     base_dir = Path(tempfile.mkdtemp(prefix="hopline-test-broker-"))
     cleanup.callback(shutil.rmtree, base_dir, ignore_errors=True)
     try:
-        local = start_local_broker(base_dir, extra_config=_LOCAL_NODE_CONFIG)
+        local = start_local_broker(
+            base_dir, extra_config=f"collect_statistics_interval = {_STATS_INTERVAL_MS}\n"
+        )
     except LocalBrokerError as exc:
         reasons.append(f"local node: {exc}")
         return None

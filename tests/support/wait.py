@@ -11,27 +11,46 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["wait_until", "wait_until_sync"]
 
 T = TypeVar("T")
 
 
+@overload
 async def wait_until(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Awaitable[T]],
+    timeout_s: float,
+    interval_s: float = ...,
+    message: str = ...,
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    interval_s: float = ...,
+    message: str = ...,
+) -> T: ...
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
     timeout_s: float,
     interval_s: float = 0.05,
     message: str = "",
-) -> T:
+) -> Any:
     """Poll `predicate` (sync or async) until it returns something truthy; return that.
 
     Raises AssertionError with `message` and the last value seen when `timeout_s` passes.
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        outcome = predicate()
-        value = await outcome if inspect.isawaitable(outcome) else outcome
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() >= deadline:

@@ -69,6 +69,7 @@ def test_environment_points_every_path_and_port_at_the_nodes_own_directory() -> 
         "RABBITMQ_MNESIA_BASE",
         "RABBITMQ_LOG_BASE",
         "RABBITMQ_PID_FILE",
+        "ERL_CRASH_DUMP",
     ):
         assert env[key].startswith("/tmp/hopline-node"), key
 
