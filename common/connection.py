@@ -1,17 +1,48 @@
-"""Robust broker connections with errors a person can act on."""
+"""Robust broker connections with errors a person can act on.
+
+`connect()` opens the one kind of connection every hopline process uses: robust (it
+reconnects by itself), over TLS when the URL is `amqps://` (CA file, optional client
+certificate, host name always verified), and failing with one line that says what to fix:
+
+    BrokerUnavailableError (common.errors)
+    └── AccessRefusedError   RabbitMQ refused a login, a vhost, or an operation on a
+                             resource (ACCESS_REFUSED / NOT_ALLOWED)
+
+`access_refused_error()` turns a channel-level ACCESS_REFUSED (a role stepping outside its
+permissions) into the same error, naming the user, the resource and the fix.
+Passwords never appear: URLs are redacted in every message.
+"""
 
 from __future__ import annotations
 
+import re
+import ssl
+from urllib.parse import unquote, urlsplit
+
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelAccessRefused,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 
-from common.errors import BrokerUnavailableError
+from common.errors import BrokerUnavailableError, ConfigurationError
 from common.redact import redact_url
 from common.settings import HoplineSettings
 from common.topology import BrokerVersion
 
-__all__ = ["broker_version", "connect"]
+__all__ = ["AccessRefusedError", "access_refused_error", "broker_version", "connect", "tls_context"]
+
+_REFUSED_RESOURCE = re.compile(
+    r"access to (?P<kind>exchange|queue) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)' "
+    r"refused for user '(?P<user>[^']*)'"
+)
+
+
+class AccessRefusedError(BrokerUnavailableError):
+    """RabbitMQ refused these credentials, this vhost, or an operation on a resource."""
 
 
 async def connect(
@@ -19,17 +50,117 @@ async def connect(
 ) -> AbstractRobustConnection:
     """Open a connection that reconnects by itself; `name` shows in the management UI."""
     url = settings.amqp_url.get_secret_value()
+    context = tls_context(settings)
     try:
         return await aio_pika.connect_robust(
             url,
             timeout=timeout_s,
             client_properties={"connection_name": name},
+            ssl_context=context,
         )
+    except ProbableAuthenticationError as exc:
+        raise AccessRefusedError(
+            f"cannot connect to RabbitMQ at {redact_url(url)}: the broker refused the login of "
+            f"user {_user(url)!r} (wrong password or no such user); check the credentials in "
+            "HOPLINE_AMQP_URL"
+        ) from exc
+    except InvalidFrameError as exc:  # Connection.Close instead of OpenOk: vhost refused
+        raise AccessRefusedError(
+            f"cannot connect to RabbitMQ at {redact_url(url)}: user {_user(url)!r} may not open "
+            f"vhost {_vhost(url)!r} (no permissions there, or no such vhost); check the vhost "
+            "in HOPLINE_AMQP_URL"
+        ) from exc
     except (AMQPConnectionError, OSError, TimeoutError) as exc:
+        rejected = _certificate_rejection(exc)
+        if rejected is not None:
+            raise BrokerUnavailableError(
+                f"cannot connect to RabbitMQ at {redact_url(url)}: the broker's TLS certificate "
+                f"was rejected ({rejected}); check that HOPLINE_TLS_CA_FILE holds the CA that "
+                "signed it and that the URL's host name is one the certificate names"
+            ) from exc
         reason = redact_url(str(exc)) or type(exc).__name__
         raise BrokerUnavailableError(
             f"cannot connect to RabbitMQ at {redact_url(url)}: {reason}"
         ) from exc
+
+
+def tls_context(settings: HoplineSettings) -> ssl.SSLContext | None:
+    """The client TLS context for an `amqps://` URL (None for `amqp://`).
+
+    Certificates are verified against HOPLINE_TLS_CA_FILE (or the system's CAs) and the
+    broker's host name must match its certificate: there is no switch to turn that off.
+    """
+    url = settings.amqp_url.get_secret_value()
+    tls_files = {
+        "HOPLINE_TLS_CA_FILE": settings.tls_ca_file,
+        "HOPLINE_TLS_CERT_FILE": settings.tls_cert_file,
+        "HOPLINE_TLS_KEY_FILE": settings.tls_key_file,
+    }
+    if urlsplit(url).scheme.lower() != "amqps":
+        given = [variable for variable, path in tls_files.items() if path is not None]
+        if given:
+            raise ConfigurationError(
+                f"{', '.join(given)} set but HOPLINE_AMQP_URL is not amqps://: "
+                "use an amqps:// URL (usually port 5671) or unset them"
+            )
+        return None
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigurationError(
+            "HOPLINE_TLS_CERT_FILE and HOPLINE_TLS_KEY_FILE go together: set both for a client "
+            "certificate, or neither"
+        )
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None,
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"cannot use the TLS files ({exc.reason or exc}): HOPLINE_TLS_CA_FILE must hold PEM "
+            "CA certificates, HOPLINE_TLS_CERT_FILE / HOPLINE_TLS_KEY_FILE a PEM certificate "
+            "and its unencrypted private key"
+        ) from exc
+    return context
+
+
+def access_refused_error(exc: ChannelAccessRefused) -> AccessRefusedError:
+    """A channel-level ACCESS_REFUSED as one line naming user, resource and the fix."""
+    reply = str(exc.args[-1] if exc.args else exc)
+    found = _REFUSED_RESOURCE.search(reply)
+    if found is None:
+        return AccessRefusedError(f"RabbitMQ refused the operation: {redact_url(reply)}")
+    return AccessRefusedError(
+        f"RabbitMQ refused user {found['user']!r} access to {found['kind']} {found['name']!r} "
+        f"in vhost {found['vhost']!r} (ACCESS_REFUSED): that role's permissions do not cover "
+        "it; run this process with the user of the role that does (see `hopline topology "
+        "export --users`), or grant the permission"
+    )
+
+
+def _certificate_rejection(exc: BaseException) -> str | None:
+    """Why the broker's certificate failed verification, if that is what `exc` is about
+    (aiormq re-raises the ssl error as an AMQPConnectionError carrying its text)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip(" ,')")
+    return None
+
+
+def _user(url: str) -> str:
+    return unquote(urlsplit(url).username or "guest")
+
+
+def _vhost(url: str) -> str:
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def broker_version(connection: AbstractConnection) -> BrokerVersion:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import ConfigurationError
@@ -53,6 +53,15 @@ class HoplineSettings(BaseSettings):
     )
     publish_timeout_s: float = Field(5.0, gt=0)
     app_id: str = "hopline"
+    tls_ca_file: FilePath | None = Field(
+        None, description="PEM CA bundle that signed the broker's certificate (amqps://)."
+    )
+    tls_cert_file: FilePath | None = Field(
+        None, description="PEM client certificate, for brokers that require one (amqps://)."
+    )
+    tls_key_file: FilePath | None = Field(
+        None, description="PEM private key of the client certificate (unencrypted)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
