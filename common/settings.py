@@ -115,6 +115,12 @@ class ProducerSettings(HoplineSettings):
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503.")
     max_batch_size: int = Field(1000, ge=1, le=10_000)
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API and page; unset disables both."
+    )
+    archive_dir: str = Field(
+        ".hopline/archive", description="Where the admin API archives discarded messages."
+    )
 
 
 class ConsumerSettings(HoplineSettings):

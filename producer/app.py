@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from common.settings import ProducerSettings
+from producer.admin import admin_page, admin_router
 from producer.api import PayloadTooLarge, ServiceUnavailable, router
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
@@ -38,6 +39,10 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.state.settings = settings
     app.state.publisher = chosen
     app.include_router(router)
+    if settings.admin_token is not None:
+        # Without a token the admin surface does not exist at all (404), not even its docs.
+        app.include_router(admin_router)
+        app.add_api_route("/admin", admin_page, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.exception_handler(ServiceUnavailable)

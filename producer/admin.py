@@ -1,0 +1,313 @@
+"""The quarantine and unroutable tools over HTTP, under `/v1/admin` (bearer admin token).
+
+Thin: each route turns its query or body into a `Selection` and calls `common.operations`,
+exactly what the `hopline` CLI does, so both always agree with the queues themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, JsonValue
+
+from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
+from common.failed import FailedMessage, json_safe
+from common.operations import NothingSelectedError, Operator, UnknownMessageError
+from common.quarantine import Edit, MoveReport, QueueMissingError
+from common.selection import Selection, parse_duration
+from common.settings import ProducerSettings
+
+__all__ = ["admin_page", "admin_router"]
+
+_bearer = HTTPBearer(auto_error=False, description="HOPLINE_ADMIN_TOKEN")
+
+
+def _settings(request: Request) -> ProducerSettings:
+    settings: ProducerSettings = request.app.state.settings
+    return settings
+
+
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    token = _settings(request).admin_token
+    if token is None:  # the router is not mounted then; this is a second lock
+        raise HTTPException(404, "admin routes are disabled (HOPLINE_ADMIN_TOKEN is unset)")
+    if credentials is None:
+        raise HTTPException(
+            401,
+            "send the admin token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(
+        credentials.credentials.encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(403, "wrong admin token")
+
+
+async def _operator(request: Request) -> AsyncIterator[Operator]:
+    try:
+        async with Operator.open(_settings(request), name="hopline-admin") as operator:
+            yield operator
+    except BrokerUnavailableError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+_PAGE = Path(__file__).with_name("static") / "admin.html"
+
+
+async def admin_page() -> HTMLResponse:
+    """The quarantine console: one static page that talks to the admin API."""
+    return HTMLResponse(await asyncio.to_thread(_PAGE.read_text))
+
+
+OperatorDep = Annotated[Operator, Depends(_operator)]
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class MessageSummary(BaseModel):
+    id: str
+    queue: str
+    type: str | None
+    origin_queue: str | None
+    routing_key: str
+    attempts: int | None
+    error_type: str
+    error: str
+    reason: str
+    failed_at: datetime | None
+    replay_count: int
+    failed_again_after_replay: bool
+
+
+class MessageDetail(MessageSummary):
+    properties: dict[str, Any]
+    headers: dict[str, Any]
+    payload: str
+    traceback: str
+
+
+class GroupOut(BaseModel):
+    id: str
+    queue: str
+    error_type: str
+    message_type: str | None
+    count: int
+    oldest: datetime | None
+    newest: datetime | None
+    failed_again: int
+    example_error: str
+
+
+class EditIn(BaseModel):
+    payload: JsonValue = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    replace_payload: bool = Field(True, description="False keeps the original payload.")
+
+
+class MoveIn(BaseModel):
+    ids: list[str] = Field(default_factory=list)
+    group: str | None = None
+    all: bool = Field(False, description="Every message matching the filters.")
+    service: list[str] = Field(default_factory=list, description="Default: every quarantine.")
+    type: str | None = None
+    error: str | None = None
+    since: str | None = Field(None, description="e.g. 15m, 2h, 7d")
+    dry_run: bool = False
+
+
+class ReplayIn(MoveIn):
+    edit: EditIn | None = None
+
+
+class DiscardIn(MoveIn):
+    archive: bool = Field(True, description="False deletes for good, without an archive line.")
+
+
+class UnroutableReplayIn(BaseModel):
+    ids: list[str] = Field(default_factory=list)
+    all: bool = False
+    type: str | None = None
+    routing_key: str | None = Field(None, description="Publish under this key instead.")
+    dry_run: bool = False
+
+
+class MoveOut(BaseModel):
+    examined: int
+    matched: int
+    moved: int
+    dry_run: bool
+    ids: list[str]
+    failures: list[dict[str, str]]
+    archive: str | None = None
+
+
+def _selection(
+    ids: list[str] | None,
+    message_type: str | None,
+    error: str | None,
+    since: str | None,
+    group: str | None,
+) -> Selection:
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        raise HTTPException(422, f"since: {exc}") from None
+    return Selection(frozenset(ids or ()), message_type, error, window, group)
+
+
+def _summary(queue: str, message: FailedMessage) -> MessageSummary:
+    return MessageSummary(
+        id=message.id,
+        queue=queue,
+        type=message.message_type,
+        origin_queue=message.origin_queue,
+        routing_key=message.routing_key,
+        attempts=message.attempts,
+        error_type=message.error_type,
+        error=message.error_first_line,
+        reason=message.reason,
+        failed_at=message.failed_at,
+        replay_count=message.replay_count,
+        failed_again_after_replay=message.failed_again_after_replay,
+    )
+
+
+async def _guard(work: Any) -> Any:
+    """Our errors as HTTP answers a person can act on."""
+    try:
+        return await work
+    except (UnknownMessageError, QueueMissingError) as exc:
+        raise HTTPException(404, str(exc)) from None
+    except (NothingSelectedError, ConfigurationError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except BrokerUnavailableError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    except HoplineError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _out(report: MoveReport, archive: str | None = None) -> MoveOut:
+    return MoveOut(**report.as_dict(), archive=archive)
+
+
+Services = Annotated[list[str] | None, Query(description="Service; repeatable. Default: all.")]
+
+
+@admin_router.get("/quarantine/messages", summary="List quarantined messages")
+async def list_messages(
+    operator: OperatorDep,
+    service: Services = None,
+    type: str | None = None,
+    error: str | None = None,
+    since: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+) -> list[MessageSummary]:
+    selection = _selection(None, type, error, since, None)
+    found = await _guard(operator.browse(service or [], selection, limit=limit))
+    return [_summary(queue, message) for queue, message in found]
+
+
+@admin_router.get("/quarantine/groups", summary="Failures grouped by error and message type")
+async def groups(operator: OperatorDep, service: Services = None) -> list[GroupOut]:
+    found = await _guard(operator.groups(service or []))
+    return [
+        GroupOut(queue=queue, **{name: getattr(group, name) for name in group.__slots__})
+        for queue, group in found
+    ]
+
+
+@admin_router.get("/quarantine/messages/{message_id}", summary="One message, whole")
+async def show(message_id: str, operator: OperatorDep, service: Services = None) -> MessageDetail:
+    queue, message = await _guard(operator.find(message_id, service or []))
+    return MessageDetail(
+        **_summary(queue, message).model_dump(),
+        properties=json_safe(message.properties),
+        headers=json_safe(message.headers),
+        payload=message.payload_text(),
+        traceback=message.traceback,
+    )
+
+
+@admin_router.post("/quarantine/replay", summary="Replay to the origin queues")
+async def replay(body: ReplayIn, operator: OperatorDep) -> MoveOut:
+    selection = _selection(body.ids, body.type, body.error, body.since, body.group)
+    edit = None
+    if body.edit is not None:
+        payload = orjson.dumps(body.edit.payload) if body.edit.replace_payload else None
+        edit = Edit(body=payload, headers=dict(body.edit.headers))
+    report = await _guard(
+        operator.replay(
+            body.service, selection, select_all=body.all, dry_run=body.dry_run, edit=edit
+        )
+    )
+    return _out(report)
+
+
+@admin_router.post("/quarantine/discard", summary="Discard (archived on the server first)")
+async def discard(body: DiscardIn, operator: OperatorDep, request: Request) -> MoveOut:
+    selection = _selection(body.ids, body.type, body.error, body.since, body.group)
+    if not body.archive or body.dry_run:
+        report = await _guard(
+            operator.discard(
+                body.service, selection, archive=None, select_all=body.all, dry_run=body.dry_run
+            )
+        )
+        return _out(report)
+    folder = Path(_settings(request).archive_dir)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    path = folder / f"quarantine-{datetime.now(UTC):%Y%m%d}.jsonl"
+    with path.open("ab") as archive:
+        report = await _guard(
+            operator.discard(body.service, selection, archive=archive, select_all=body.all)
+        )
+    return _out(report, archive=str(path))
+
+
+@admin_router.get(
+    "/quarantine/export", summary="Messages as JSONL archive lines", response_class=Response
+)
+async def export(operator: OperatorDep, service: Services = None) -> Response:
+    buffer = io.BytesIO()
+    await _guard(operator.export(service or [], Selection(), buffer))
+    return Response(buffer.getvalue(), media_type="application/x-ndjson")
+
+
+@admin_router.post("/quarantine/import", summary="Put archived JSONL lines back")
+async def import_archive(request: Request, operator: OperatorDep, dry_run: bool = False) -> MoveOut:
+    lines = (await request.body()).splitlines()
+    report = await _guard(operator.store.import_archive(lines, dry_run=dry_run))
+    return _out(report)
+
+
+@admin_router.get("/unroutable/messages", summary="Messages no binding matched")
+async def unroutable(
+    operator: OperatorDep,
+    type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+) -> list[MessageSummary]:
+    found = await _guard(operator.browse_unroutable(Selection(message_type=type), limit=limit))
+    return [_summary(operator.names.unroutable, message) for message in found]
+
+
+@admin_router.post("/unroutable/replay", summary="Publish unroutable messages again")
+async def unroutable_replay(body: UnroutableReplayIn, operator: OperatorDep) -> MoveOut:
+    selection = Selection(ids=frozenset(body.ids), message_type=body.type)
+    report = await _guard(
+        operator.replay_unroutable(
+            selection, routing_key=body.routing_key, select_all=body.all, dry_run=body.dry_run
+        )
+    )
+    return _out(report)
+

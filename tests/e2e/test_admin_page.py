@@ -1,0 +1,97 @@
+"""The /admin page in headless Chromium: a person clicks "Replay" and the message moves."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.local_broker import free_port
+from tests.support.broker import BrokerEndpoint, Vhost
+from tests.support.pipeline import drain, queue_depth
+from tests.support.processes import service_process
+from tests.support.quarantine import seed_quarantine
+from tests.support.wait import wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "page-token"
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    if CHROMIUM is None:
+        pytest.fail("the admin page test needs Chromium (apt-get install chromium)")
+    return CHROMIUM
+
+
+async def test_clicking_replay_moves_the_message_back(
+    vhost: Vhost, broker: BrokerEndpoint, tmp_path: Path, chromium_path: str
+) -> None:
+    from playwright.async_api import async_playwright
+
+    await seed_quarantine(
+        vhost.amqp_url,
+        "orders",
+        [
+            {"id": f"m-{n}", "type": "orders.created", "error_type": "KeyError", "error": "'sku'"}
+            for n in range(3)
+        ],
+    )
+    port = free_port()
+    with service_process(
+        "producer",
+        vhost.amqp_url,
+        tmp_path / "producer.log",
+        HOPLINE_PORT=str(port),
+        HOPLINE_ADMIN_TOKEN=TOKEN,
+        HOPLINE_MANAGEMENT_URL=broker.management_url,
+        HOPLINE_ARCHIVE_DIR=str(tmp_path / "archive"),
+    ):
+        base = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(base + "/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, timeout_s=20, interval_s=0.2, message="producer not ready")
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=chromium_path,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(base + "/admin")
+                await page.fill("#token", TOKEN)
+                await page.click("#load")
+                # Given the group of three failures is shown
+                row = page.locator("#groups tbody tr").first
+                await row.wait_for()
+                assert "KeyError" in await row.inner_text()
+                await row.locator("button", has_text="Messages").click()
+                # When the person opens one message and clicks Replay on it
+                await page.locator('#messages tr[data-id="m-1"] button', has_text="Open").click()
+                await page.locator("#detail pre").first.wait_for()
+                assert "'sku'" in await page.inner_text("#detail")
+                await page.locator('#messages tr[data-id="m-1"] button', has_text="Replay").click()
+                # Then the page reports it and the message is back in its origin queue
+                await page.wait_for_selector("#result:has-text('replayed 1 of 1')")
+                await page.screenshot(path=str(tmp_path / "admin.png"))
+                await page.wait_for_selector('#messages tr[data-id="m-1"]', state="detached")
+            finally:
+                await browser.close()
+    [replayed] = await drain(vhost.amqp_url, "hopline.orders.normal")
+    assert replayed.message_id == "m-1"
+    assert await queue_depth(vhost.amqp_url, "hopline.orders.quarantine") == 2

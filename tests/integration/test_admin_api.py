@@ -1,0 +1,102 @@
+"""The quarantine tools over HTTP on the producer, behind the admin token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.local_broker import free_port
+from tests.support.broker import BrokerEndpoint, Vhost
+from tests.support.pipeline import producer_client, producer_settings, queue_depth
+from tests.support.quarantine import seed_quarantine
+
+TOKEN = "s3cret-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+QUARANTINE = "hopline.orders.quarantine"
+
+
+@pytest.fixture
+async def admin(
+    vhost: Vhost, broker: BrokerEndpoint, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = producer_settings(
+        vhost.amqp_url,
+        admin_token=TOKEN,
+        management_url=broker.management_url,
+        archive_dir=str(tmp_path / "archive"),
+    )
+    async with producer_client(settings) as client:
+        yield client
+
+
+async def test_admin_routes_need_the_token(admin: httpx.AsyncClient) -> None:
+    missing = await admin.get("/v1/admin/quarantine/groups")
+    assert missing.status_code == 401
+    wrong = await admin.get("/v1/admin/quarantine/groups", headers={"Authorization": "Bearer no"})
+    assert wrong.status_code == 403
+    assert wrong.json()["detail"] == "wrong admin token"
+
+
+async def test_admin_routes_do_not_exist_without_a_token(amqp_url: str) -> None:
+    async with producer_client(producer_settings(amqp_url)) as client:
+        assert (await client.get("/v1/admin/quarantine/groups", headers=AUTH)).status_code == 404
+        assert (await client.get("/admin")).status_code == 404
+        assert "/v1/admin/quarantine/groups" not in (await client.get("/openapi.json")).text
+
+
+async def test_list_groups_show_replay_discard(
+    admin: httpx.AsyncClient, amqp_url: str, tmp_path: Path
+) -> None:
+    await seed_quarantine(
+        amqp_url,
+        "orders",
+        [{"id": f"m-{n}", "type": "orders.created", "error_type": "KeyError"} for n in range(4)],
+    )
+    listed = (await admin.get("/v1/admin/quarantine/messages", headers=AUTH)).json()
+    assert [m["id"] for m in listed] == ["m-0", "m-1", "m-2", "m-3"]
+    [group] = (await admin.get("/v1/admin/quarantine/groups", headers=AUTH)).json()
+    assert (group["error_type"], group["count"]) == ("KeyError", 4)
+
+    detail = await admin.get("/v1/admin/quarantine/messages/m-2", headers=AUTH)
+    assert detail.status_code == 200
+    assert detail.json()["headers"]["x-hopline-queue"] == "hopline.orders.normal"
+    assert "Traceback" in detail.json()["traceback"]
+    missing = await admin.get("/v1/admin/quarantine/messages/nope", headers=AUTH)
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+    replayed = await admin.post("/v1/admin/quarantine/replay", headers=AUTH, json={"ids": ["m-0"]})
+    assert replayed.json()["moved"] == 1
+    assert await queue_depth(amqp_url, "hopline.orders.normal") == 1
+
+    unselected = await admin.post("/v1/admin/quarantine/discard", headers=AUTH, json={})
+    assert unselected.status_code == 422
+
+    discarded = await admin.post(
+        "/v1/admin/quarantine/discard", headers=AUTH, json={"group": group["id"], "all": True}
+    )
+    body = discarded.json()
+    assert body["moved"] == 3
+    assert len(Path(body["archive"]).read_text().splitlines()) == 3
+    assert await queue_depth(amqp_url, QUARANTINE) == 0
+
+    imported = await admin.post(
+        "/v1/admin/quarantine/import", headers=AUTH, content=Path(body["archive"]).read_bytes()
+    )
+    assert imported.json()["moved"] == 3
+    exported = await admin.get("/v1/admin/quarantine/export", headers=AUTH)
+    assert len(exported.text.splitlines()) == 3
+
+
+async def test_admin_answers_503_without_a_broker(tmp_path: Path) -> None:
+    settings = producer_settings(
+        f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        admin_token=TOKEN,
+        management_url="http://127.0.0.1:1",
+    )
+    async with producer_client(settings, wait_ready=False) as client:
+        response = await client.get("/v1/admin/quarantine/groups", headers=AUTH)
+        assert response.status_code == 503
+        assert "Retry-After" in response.headers
