@@ -310,4 +310,3 @@ async def unroutable_replay(body: UnroutableReplayIn, operator: OperatorDep) -> 
         )
     )
     return _out(report)
-
