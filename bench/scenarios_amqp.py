@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.context import Context, Row
 from bench.messages import SERVICE, work_queue
 from bench.stats import percentile
@@ -32,18 +34,22 @@ async def drain(ctx: Context) -> None:
                 **common,
             )
             references[loop] = result["rate"]
-        publish_rates.append((await ctx.fill(url, n))["rate"])
-        result = await ctx.run_party(
-            "hopline_consumer",
-            "hopline consumer drain",
-            n,
-            amqp_url=url,
-            mode="drain",
-            count=n,
-            concurrency=cfg.concurrency,
-            loop="uvloop",
-            **common,
-        )
+        runs: dict[str, dict[str, Any]] = {}
+        for log_level in ("info", "warning"):
+            publish_rates.append((await ctx.fill(url, n))["rate"])
+            runs[log_level] = await ctx.run_party(
+                "hopline_consumer",
+                f"hopline consumer drain (log level {log_level})",
+                n,
+                amqp_url=url,
+                mode="drain",
+                count=n,
+                concurrency=cfg.concurrency,
+                loop="uvloop",
+                log_level=log_level,
+                **common,
+            )
+        result = runs["info"]
         left = await ctx.depth(url, queue)
     ctx.shared["publish_rate"] = max(publish_rates)
     ctx.shared["drain_rate"] = result["rate"]
@@ -66,6 +72,17 @@ async def drain(ctx: Context) -> None:
             "raw aio-pika consume+ack",
             1.0,
             detail={"left_in_queue": left, "raw_uvloop_rate": references["uvloop"]},
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same, HOPLINE_LOG_LEVEL=warning (no line per ack)",
+            runs["warning"]["rate"],
+            "msg/s",
+            references["asyncio"],
+            "raw aio-pika consume+ack",
+            1.0,
         )
     )
     ctx.add(

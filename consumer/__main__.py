@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from common.errors import HoplineError
 from common.logging import configure_logging, get_logger
@@ -26,11 +28,21 @@ async def serve(settings: ConsumerSettings) -> None:
         get_logger("hopline.consumer").info("consumer.stopping", grace_s=settings.shutdown_grace_s)
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop where it exists (measured in `make bench`), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows: uvloop has no build there
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main() -> None:
     try:
         settings = load_settings(ConsumerSettings)
         configure_logging(settings.log_level, settings.log_format)
-        asyncio.run(serve(settings))
+        _run(serve(settings))
     except HoplineError as exc:
         print(f"hopline-consumer: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,13 +3,23 @@
 If the copy cannot be confirmed, the delivery is rejected without requeue, one message at a
 time (`basic.reject`), and the broker dead-letters it to quarantine itself: a message is
 never acked before it is safe elsewhere, and never requeued to spin.
+
+Acks are coalesced (`AckBatcher`): a delivery is marked for ack only once its handler finished
+(or its copy was confirmed), and within one event-loop turn the marked deliveries of a channel
+go out as one `basic.ack(multiple=True)` for the longest run of consecutive delivery tags that
+are all settled, plus a single `basic.ack` for each marked one behind a still-running
+handler. So no message is acked before it was handled, and a slow handler never holds back
+the acks of the others (which would stall the prefetch window).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from common.copies import failure_copy, retry_copy
@@ -17,7 +27,7 @@ from common.logging import get_logger
 from common.names import Names
 from consumer.policy import Outcome, Quarantine, Retry
 
-__all__ = ["DeliveryContext", "Settler"]
+__all__ = ["AckBatcher", "AckWindow", "DeliveryContext", "Settler"]
 
 _log = get_logger("hopline.consumer")
 
@@ -33,8 +43,139 @@ class DeliveryContext:
     message_id: str | None
 
 
+# Past this many settled tags above a stuck floor (a delivery never settled, e.g. a crashed
+# slot), a channel's window stops coalescing and acks one by one: memory stays bounded.
+_MAX_SETTLED_ABOVE_FLOOR = 10_000
+
+
+@dataclass(slots=True)
+class AckWindow:
+    """Which delivery tags of one channel can be acked now, and how; pure bookkeeping.
+
+    Delivery tags of a channel are 1, 2, 3, ... in delivery order. `floor` is the highest tag
+    such that every tag up to it is settled. `take()` returns the tag up to which one
+    `basic.ack(multiple=True)` is safe (every tag in between is either marked for ack now or
+    already settled individually) and the marked tags beyond a gap, to ack one by one.
+    """
+
+    floor: int = 0
+    marked: set[int] = field(default_factory=set)
+    settled: set[int] = field(default_factory=set)
+    coalescing: bool = True
+
+    def mark(self, tag: int) -> None:
+        """The delivery with `tag` may be acked (its handler finished or its copy is safe)."""
+        self.marked.add(tag)
+
+    def settle(self, tag: int) -> None:
+        """The delivery with `tag` was settled individually (rejected or acked alone)."""
+        if self.coalescing and tag > self.floor:
+            self.settled.add(tag)
+
+    def take(self) -> tuple[int | None, list[int]]:
+        """(tag for one ack with multiple=True or None, tags to ack singly); clears marks."""
+        if not self.coalescing:
+            singles = sorted(self.marked)
+            self.marked.clear()
+            return None, singles
+        upto = None
+        tag = self.floor + 1
+        while True:
+            if tag in self.marked:
+                self.marked.discard(tag)
+                upto = tag
+            elif tag in self.settled:
+                self.settled.discard(tag)
+            else:
+                break
+            tag += 1
+        self.floor = tag - 1
+        singles = sorted(self.marked)
+        self.marked.clear()
+        self.settled.update(singles)
+        if len(self.settled) > _MAX_SETTLED_ABOVE_FLOOR:
+            self.coalescing = False
+            self.settled.clear()
+        return upto, singles
+
+
+class AckBatcher:
+    """Sends the acks of finished deliveries, coalesced per channel and event-loop turn."""
+
+    def __init__(self) -> None:
+        self._windows: dict[aiormq.abc.AbstractChannel, AckWindow] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hopline-acks")
+
+    def mark(self, incoming: AbstractIncomingMessage) -> bool:
+        """Ack `incoming` soon; False if its channel is gone (the broker will redeliver)."""
+        channel = _channel_of(incoming)
+        if channel is None or incoming.delivery_tag is None:
+            return False
+        window = self._windows.get(channel)
+        if window is None:
+            window = self._windows[channel] = AckWindow()
+        window.mark(incoming.delivery_tag)
+        self._wakeup.set()
+        return True
+
+    def settled(self, incoming: AbstractIncomingMessage) -> None:
+        """`incoming` was settled on its own (rejected): later runs may pass over its tag."""
+        channel = _channel_of(incoming)
+        window = self._windows.get(channel) if channel is not None else None
+        if window is not None and incoming.delivery_tag is not None:
+            window.settle(incoming.delivery_tag)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send every ack marked so far."""
+        for channel, window in list(self._windows.items()):
+            if not window.marked:
+                continue
+            upto, singles = window.take()
+            try:
+                if upto is not None:
+                    await channel.basic_ack(upto, multiple=True)
+                for tag in singles:
+                    await channel.basic_ack(tag)
+            except Exception as exc:  # a lost channel: the broker redelivers what it had
+                _log.warning(
+                    "settle.failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    consequence="the broker redelivers the unacked messages of the channel",
+                )
+                self._windows.pop(channel, None)
+        for channel in [c for c in self._windows if c.is_closed]:
+            del self._windows[channel]
+
+    async def close(self) -> None:
+        """Send what is marked, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+def _channel_of(incoming: AbstractIncomingMessage) -> aiormq.abc.AbstractChannel | None:
+    try:
+        return incoming.channel
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return None
+
+
 class Settler:
-    """Publishes retry and quarantine copies with confirms on its own channel."""
+    """Publishes retry and quarantine copies with confirms on its own channel; acks through
+    the `AckBatcher`."""
 
     def __init__(
         self,
@@ -44,7 +185,9 @@ class Settler:
         service: str,
         consumer_name: str,
         publish_timeout_s: float,
+        acks: AckBatcher,
     ) -> None:
+        self._acks = acks
         self._channel = channel
         self._names = names
         self._service = service
@@ -57,8 +200,17 @@ class Settler:
         self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
 
-    async def ack(self, incoming: AbstractIncomingMessage) -> bool:
-        return await _settle(incoming.ack(), incoming)
+    def ack(self, incoming: AbstractIncomingMessage) -> bool:
+        """Mark for ack (sent within this event-loop turn); False if the channel is gone."""
+        if self._acks.mark(incoming):
+            return True
+        _log.warning(
+            "settle.failed",
+            delivery_tag=incoming.delivery_tag,
+            error="the delivery's channel is closed",
+            consequence="the broker redelivers the message",
+        )
+        return False
 
     async def retry(
         self,
@@ -122,9 +274,10 @@ class Settler:
                 error=f"{type(exc).__name__}: {exc}",
                 fallback="reject to the dead-letter exchange",
             )
-            await _settle(incoming.reject(requeue=False), incoming)
+            if await _settle(incoming.reject(requeue=False), incoming):
+                self._acks.settled(incoming)
             return False
-        return await _settle(incoming.ack(), incoming)
+        return self.ack(incoming)
 
 
 async def _settle(action: object, incoming: AbstractIncomingMessage) -> bool:

@@ -37,6 +37,7 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         args["queue_type"],
         concurrency=args["concurrency"],
         prefetch=args["prefetch"],
+        log_level=args.get("log_level", "info"),
     )
     # As deployed: the default level (info), JSON lines on stderr (the party's log file).
     configure_logging(settings.log_level, settings.log_format)

@@ -5,7 +5,8 @@
   `count` messages were accepted.
 - `paced`: one POST /v1/messages every 1/`rate` seconds, `count` in all, whatever the
   answers take (the latency scenario: a request never waits for the previous one).
-Every request's status is counted; only 202 counts as accepted.
+Every request's status is counted; only 202 counts as accepted. Each client is one kept-alive
+connection (`bench.http_wire`, lighter than httpx so the client does not starve the server).
 """
 
 from __future__ import annotations
@@ -14,27 +15,29 @@ import asyncio
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from bench.child import emit, progress_while, rss_kib
+from bench.http_wire import HttpConnection
 from bench.messages import http_item
 
 __all__ = ["run"]
-
-_JSON = {"content-type": "application/json"}
 
 
 async def run(args: dict[str, Any]) -> dict[str, Any]:
     mode: str = args["mode"]
     concurrency: int = args.get("concurrency", 1)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    address = urlsplit(args["base_url"])
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     accepted = 0
     peak = [rss_kib()]
-    async with httpx.AsyncClient(base_url=args["base_url"], limits=limits, timeout=30) as client:
+    pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    for _ in range(concurrency):
+        pool.put_nowait(await HttpConnection.open(address.hostname or "", address.port or 80))
+    try:
         emit("ready")
         reporter = asyncio.create_task(progress_while(lambda: accepted, peak))
         started = time.perf_counter()
@@ -42,11 +45,14 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         async def post(path: str, body: bytes, items: int) -> None:
             nonlocal accepted
             begin = time.perf_counter()
+            connection = await pool.get()
             try:
-                response = await client.post(path, content=body, headers=_JSON)
-                status = response.status_code
-            except httpx.HTTPError:
+                status, _ = await connection.post(path, body)
+            except (OSError, ValueError, asyncio.IncompleteReadError):
                 status = 0
+                connection = await HttpConnection.open(address.hostname or "", address.port or 80)
+            finally:
+                pool.put_nowait(connection)
             latencies.append(time.perf_counter() - begin)
             statuses[status] += 1
             if status == 202:
@@ -82,6 +88,9 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
             await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
         reporter.cancel()
+    finally:
+        while not pool.empty():
+            await pool.get_nowait().close()
     return {
         "count": accepted,
         "elapsed_s": elapsed,
