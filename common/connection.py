@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from typing import Literal, overload
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -45,14 +46,33 @@ class AccessRefusedError(BrokerUnavailableError):
     """RabbitMQ refused these credentials, this vhost, or an operation on a resource."""
 
 
+@overload
 async def connect(
-    settings: HoplineSettings, *, name: str, timeout_s: float = 10.0
-) -> AbstractRobustConnection:
-    """Open a connection that reconnects by itself; `name` shows in the management UI."""
+    settings: HoplineSettings, *, name: str, timeout_s: float = ..., robust: Literal[True] = ...
+) -> AbstractRobustConnection: ...
+
+
+@overload
+async def connect(
+    settings: HoplineSettings, *, name: str, timeout_s: float = ..., robust: Literal[False]
+) -> AbstractConnection: ...
+
+
+async def connect(
+    settings: HoplineSettings, *, name: str, timeout_s: float = 10.0, robust: bool = True
+) -> AbstractConnection:
+    """Open a connection; `name` shows in the management UI.
+
+    Services use robust connections (they reconnect by themselves). Operator tools ask for
+    `robust=False`: a command that moves messages must fail, not resume on a new channel
+    whose delivery tags mean something else (and aio-pika's robust channels do not hand
+    back a cancelled consumer's messages on `basic.nack`).
+    """
     url = settings.amqp_url.get_secret_value()
     context = tls_context(settings)
+    open_connection = aio_pika.connect_robust if robust else aio_pika.connect
     try:
-        return await aio_pika.connect_robust(
+        return await open_connection(
             url,
             timeout=timeout_s,
             client_properties={"connection_name": name},

@@ -38,7 +38,7 @@ class Operator:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: HoplineSettings, *, name: str) -> AsyncIterator[Operator]:
-        connection = await connect(settings, name=name)
+        connection = await connect(settings, name=name, robust=False)
         try:
             yield cls(settings, FailedMessageStore(connection, settings.names))
         finally:

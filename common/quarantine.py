@@ -240,7 +240,8 @@ class FailedMessageStore:
             # A quorum queue's count can lag its confirms by a moment: `total` is a hint, and
             # the sweep ends when the queue has had nothing more for us for a short while.
             total = await _depth(channel, queue)
-            await channel.set_qos(prefetch_count=min(total + _PREFETCH_MARGIN, _MAX_PREFETCH))
+            wanted = total if limit is None or not selection.is_everything else min(limit, total)
+            await channel.set_qos(prefetch_count=min(wanted + _PREFETCH_MARGIN, _MAX_PREFETCH))
             source = await channel.get_queue(queue, ensure=False)
             inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
@@ -281,7 +282,7 @@ class FailedMessageStore:
                 await raw.basic_nack(delivery_tag=0, multiple=True, requeue=True)
                 # The broker requeues asynchronously: wait until the queue shows them again,
                 # so that the next look (or command) sees the queue as it was.
-                await _await_depth(channel, queue, report.examined - move.settled)
+                await _await_depth(channel, queue, max(total, report.examined) - move.settled)
         report.moved = move.settled
         return report
 

@@ -71,7 +71,7 @@ async def seed_quarantine(
 
         async def counted() -> bool:
             declared = await channel.declare_queue(queue, passive=True)
-            return declared.declaration_result.message_count == len(ids)
+            return (declared.declaration_result.message_count or 0) >= len(ids)
 
         await wait_until(counted, timeout_s=10, message=f"{queue} never counted {len(ids)}")
     finally:
