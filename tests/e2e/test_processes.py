@@ -19,6 +19,10 @@ NAMES = Names()
 HANDLERS = "tests.e2e.handlers:registry"
 
 
+async def _depth_is(amqp_url: str, queue: str, expected: int) -> bool:
+    return await queue_depth(amqp_url, queue) == expected
+
+
 async def _wait_consumer_ready(amqp_url: str) -> None:
     async def declared() -> bool:
         try:
@@ -95,6 +99,12 @@ async def test_sigterm_lets_running_handlers_finish_and_loses_nothing(
     assert exit_code == 0
     handled = [record["payload"]["n"] for record in read_records(records)]
     assert len(handled) == len(set(handled)), "nothing handled twice"
+    # The broker hands the closed channel's unacked messages back a moment later.
+    await wait_until(
+        lambda: _depth_is(amqp_url, queue, 12 - len(handled)),
+        timeout_s=15,
+        message="unhandled messages did not come back to the queue",
+    )
     left = await drain(amqp_url, queue)
     left_numbers = [int(message.body.split(b":")[1].split(b",")[0]) for message in left]
     assert sorted(handled + left_numbers) == list(range(12))
