@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
-from rich.table import Table
+from rich.table import Column, Table
 
 from common.errors import ConfigurationError, HoplineError
 from common.failed import FailedMessage, json_safe
@@ -128,6 +128,7 @@ def _print_json(value: Any) -> None:
 
 
 def _report(report: MoveReport, verb: str, as_json: bool) -> None:
+    """`verb` in the infinitive ("replay"); the past tense adds "ed"."""
     if as_json:
         _print_json(report.as_dict())
         return
@@ -138,11 +139,15 @@ def _report(report: MoveReport, verb: str, as_json: bool) -> None:
         for message_id in report.ids:
             _out.print(f"  {message_id}")
     else:
-        _out.print(f"{verb}: {report.moved} of {report.matched} matching message(s)")
+        _out.print(f"{_past(verb)} {report.moved} of {report.matched} matching message(s)")
     for message_id, why in report.failures:
         _err.print(f"[red]not moved[/red] {message_id}: {why}")
     if report.failures:
         raise typer.Exit(1)
+
+
+def _past(verb: str) -> str:
+    return verb + ("d" if verb.endswith("e") else "ed")
 
 
 @quarantine_app.command("list")
@@ -163,12 +168,21 @@ def list_messages(
     if not found:
         _out.print("quarantine is empty" if selection.is_everything else "no message matches")
         return
-    table = Table("id", "type", "origin queue", "att.", "error type", "error", "failed at")
+    table = Table(
+        Column("id", no_wrap=True),  # ids are copied into other commands: never wrapped
+        "type",
+        "origin queue",
+        "att.",
+        "error type",
+        Column("error", no_wrap=True, overflow="ellipsis", max_width=36),
+        Column("failed at", no_wrap=True),
+        Column("replays", no_wrap=True),
+    )
     for _queue, message in found:
-        again = (
-            " [yellow](failed again after replay)[/yellow]"
+        replays = (
+            f"[yellow]failed again ({message.replay_count})[/yellow]"
             if message.failed_again_after_replay
-            else ""
+            else "-"
         )
         table.add_row(
             message.id,
@@ -176,8 +190,9 @@ def list_messages(
             message.origin_queue or "-",
             str(message.attempts or "-"),
             message.error_type or "-",
-            (message.error_first_line[:80] or "-") + again,
+            message.error_first_line or "-",
             _when(message.failed_at),
+            replays,
         )
     _out.print(table)
 
@@ -193,7 +208,14 @@ def groups(services: Services = None, as_json: AsJson = False) -> None:
         _out.print("quarantine is empty")
         return
     table = Table(
-        "group", "queue", "error type", "message type", "count", "oldest", "newest", "example"
+        Column("group", no_wrap=True),
+        "queue",
+        "error type",
+        "message type",
+        "count",
+        "oldest",
+        "newest",
+        Column("example", no_wrap=True, overflow="ellipsis", max_width=40),
     )
     for queue, group in found:
         again = f" ({group.failed_again} failed again after replay)" if group.failed_again else ""
@@ -317,7 +339,7 @@ def replay(
                 progress=progress,
             )
 
-    _report(_run(work), "replayed", as_json)
+    _report(_run(work), "replay", as_json)
 
 
 @quarantine_app.command("discard")
@@ -355,7 +377,7 @@ def discard(
                 progress=progress,
             )
 
-    _report(_run(work), "discarded", as_json)
+    _report(_run(work), "discard", as_json)
 
 
 @quarantine_app.command("export")
@@ -393,7 +415,7 @@ def import_archive(
         with _progress(not as_json, "importing") as progress:
             return await op.store.import_archive(lines, dry_run=dry_run, progress=progress)
 
-    _report(_run(work), "imported", as_json)
+    _report(_run(work), "import", as_json)
 
 
 @unroutable_app.command("list")
@@ -457,4 +479,4 @@ def unroutable_replay(
                 progress=progress,
             )
 
-    _report(_run(work), "replayed", as_json)
+    _report(_run(work), "replay", as_json)

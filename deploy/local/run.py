@@ -8,12 +8,15 @@ you do here touches a broker someone else uses.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import aio_pika
@@ -24,6 +27,7 @@ from common.local_broker import (
     LocalBrokerError,
     free_port,
     rabbitmq_server_available,
+    restart_local_broker,
     start_local_broker,
     stop_local_broker,
 )
@@ -73,17 +77,35 @@ def choose_broker() -> tuple[str, str | None, LocalBroker | None]:
             "make run: no broker at HOPLINE_AMQP_URL and no `rabbitmq-server` on PATH; "
             "install RabbitMQ or point HOPLINE_AMQP_URL at one"
         )
-    say("starting a private RabbitMQ node (state in .hopline/broker) ...")
     try:
-        broker = start_local_broker(
-            STATE / "broker",
-            node_name="hopline-dev@localhost",
-            amqp_port=_port_or_free(5673),
-            management_port=_port_or_free(15673),
-        )
+        broker = _private_node()
     except LocalBrokerError as exc:
-        sys.exit(f"make run: the private RabbitMQ node did not start: {exc}")
+        sys.exit(
+            f"make run: the private RabbitMQ node did not start: {exc}\n"
+            "(to start over with an empty broker: rm -rf .hopline/broker .hopline/broker.json)"
+        )
     return broker.amqp_url, broker.management_url, broker
+
+
+def _private_node() -> LocalBroker:
+    """The node of earlier runs (same name, ports and messages), or a new one."""
+    base, saved = STATE / "broker", STATE / "broker.json"
+    if saved.is_file() and (base / "mnesia").exists():
+        fields = json.loads(saved.read_text())
+        broker = LocalBroker(**{**fields, "base_dir": Path(fields["base_dir"])})
+        say("restarting the private RabbitMQ node of the last run (state in .hopline/broker) ...")
+        return restart_local_broker(broker)
+    if base.exists():  # a node from an older layout: keep it aside, start clean
+        base.rename(STATE / f"broker.old-{int(time.time())}")
+    say("starting a private RabbitMQ node (state in .hopline/broker) ...")
+    broker = start_local_broker(
+        base,
+        node_name="hopline-dev@localhost",
+        amqp_port=_port_or_free(5673),
+        management_port=_port_or_free(15673),
+    )
+    saved.write_text(json.dumps({**asdict(broker), "base_dir": str(broker.base_dir)}))
+    return broker
 
 
 def _port_or_free(preferred: int) -> int:
@@ -118,6 +140,9 @@ def send_demo_messages() -> None:
 def main() -> None:
     url, management, broker = choose_broker()
     env = {**os.environ, "HOPLINE_AMQP_URL": url, "HOPLINE_PORT": str(PRODUCER_PORT)}
+    if management:
+        env["HOPLINE_MANAGEMENT_URL"] = management
+    env.setdefault("HOPLINE_ADMIN_TOKEN", secrets.token_urlsafe(12))
     env.setdefault("HOPLINE_LOG_FORMAT", "console")
     python = sys.executable
     children = [
@@ -129,6 +154,14 @@ def main() -> None:
         say(f"API docs:      http://127.0.0.1:{PRODUCER_PORT}/docs")
         if management:
             say(f"management UI: {management}  (guest / guest)")
+        say(
+            f"admin page:    http://127.0.0.1:{PRODUCER_PORT}/admin  (token: "
+            f"{env['HOPLINE_ADMIN_TOKEN']})"
+        )
+        tools = f"HOPLINE_AMQP_URL={redact_url(url)}"
+        if management:
+            tools += f" HOPLINE_MANAGEMENT_URL={management}"
+        say(f"quarantine:    {tools} .venv/bin/hopline quarantine groups")
         example = '{"type":"orders.created","payload":{"order_id":"A-1","amount_cents":100}}'
         say(
             f"try:           curl -s -XPOST localhost:{PRODUCER_PORT}/v1/messages "
