@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test check lint typecheck unit integration e2e clean
+.PHONY: install run test check lint typecheck browser unit integration e2e clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+## Chromium for the admin page's browser test (Debian's package, installed once as root).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "make: no chromium and not root: the admin page's browser test will be skipped"
+
 ## Lint, type-check and run every test tier against a real RabbitMQ.
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest
 
 check: test

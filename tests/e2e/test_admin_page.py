@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,10 @@ TOKEN = "page-token"
 @pytest.fixture
 def chromium_path() -> str:
     if CHROMIUM is None:
-        pytest.fail("the admin page test needs Chromium (apt-get install chromium)")
+        message = "the admin page test needs Chromium (`make browser` installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return CHROMIUM
 
 

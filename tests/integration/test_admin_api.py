@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 
 from common.local_broker import free_port
 from tests.support.broker import BrokerEndpoint, Vhost
-from tests.support.pipeline import producer_client, producer_settings, queue_depth
+from tests.support.pipeline import producer_client, producer_settings, publish_raw, queue_depth
 from tests.support.quarantine import seed_quarantine
 
 TOKEN = "s3cret-admin-token"
@@ -100,3 +101,27 @@ async def test_admin_answers_503_without_a_broker(tmp_path: Path) -> None:
         response = await client.get("/v1/admin/quarantine/groups", headers=AUTH)
         assert response.status_code == 503
         assert "Retry-After" in response.headers
+
+
+async def test_unroutable_over_http(admin: httpx.AsyncClient, amqp_url: str) -> None:
+    await seed_quarantine(amqp_url, "orders", [])  # declares the orders queues
+    await publish_raw(
+        amqp_url,
+        "hopline.ingress",
+        "urgent.orders.created",
+        aio_pika.Message(b'{"n": 1}', message_id="u-1"),
+    )
+    listed = (await admin.get("/v1/admin/unroutable/messages", headers=AUTH)).json()
+    assert [(m["id"], m["routing_key"]) for m in listed] == [("u-1", "urgent.orders.created")]
+    dry = await admin.post(
+        "/v1/admin/unroutable/replay", headers=AUTH, json={"all": True, "dry_run": True}
+    )
+    assert dry.json()["matched"] == 1 and dry.json()["moved"] == 0
+    moved = await admin.post(
+        "/v1/admin/unroutable/replay",
+        headers=AUTH,
+        json={"ids": ["u-1"], "routing_key": "high.orders.created"},
+    )
+    assert moved.json()["moved"] == 1
+    assert await queue_depth(amqp_url, "hopline.orders.high") == 1
+    assert await queue_depth(amqp_url, "hopline.unroutable") == 0

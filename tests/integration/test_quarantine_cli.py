@@ -252,3 +252,26 @@ def test_a_replay_killed_half_way_loses_nothing(vhost: Vhost, broker: BrokerEndp
     in_origin = {m.message_id for m in asyncio.run(drain(vhost.amqp_url, origin))}
     assert in_quarantine | in_origin == ids
     assert in_origin and in_quarantine, "killed mid-way: both hold some"
+
+
+def test_export_copies_and_leaves_the_queue_alone(
+    vhost: Vhost, broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    _seed(vhost, 5, error_type="KeyError")
+    out = tmp_path / "export.jsonl"
+    result = hopline(
+        vhost,
+        broker,
+        "quarantine",
+        "export",
+        "--out",
+        str(out),
+        "-s",
+        "orders",
+        "--error",
+        "keyerror",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [f"m-{n}" for n in range(5)]
+    assert asyncio.run(queue_depth(vhost.amqp_url, QUARANTINE)) == 5
