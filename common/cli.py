@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from common.apikeys import hash_key, new_key
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.definitions import (
@@ -26,7 +27,7 @@ from common.definitions import (
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
 from common.quarantine_cli import quarantine_app, unroutable_app
-from common.settings import HoplineSettings, load_settings
+from common.settings import ApiKeySpec, HoplineSettings, load_settings
 from common.topology import (
     CURRENT_RELEASE,
     BrokerVersion,
@@ -232,6 +233,33 @@ def _read_payload(text: str) -> Any:
         return orjson.loads(source)
     except orjson.JSONDecodeError as exc:
         raise ConfigurationError(f"payload is not valid JSON: {exc}") from exc
+
+
+@app.command("apikey")
+def apikey(
+    name: Annotated[str, typer.Option(help="Shown in logs instead of the key.")],
+    types: Annotated[
+        list[str] | None, typer.Option("--type", help="Allowed type pattern; repeatable.")
+    ] = None,
+    priorities: Annotated[
+        list[str] | None, typer.Option("--priority", help="Allowed priority; repeatable.")
+    ] = None,
+    rate_per_s: Annotated[float, typer.Option("--rate", help="Messages per second.")] = 100.0,
+    burst: Annotated[int, typer.Option(help="Messages at once above the rate.")] = 200,
+) -> None:
+    """Make an ingestion API key: the key (give it to the client, once) and its entry for
+    HOPLINE_API_KEYS (only its hash)."""
+    key = new_key()
+    entry = ApiKeySpec(
+        name=name,
+        sha256=hash_key(key),
+        types=types or ["#"],
+        priorities=priorities,
+        rate_per_s=rate_per_s,
+        burst=burst,
+    )
+    typer.echo(f"key (shown once): {key}", err=True)
+    typer.echo(entry.model_dump_json())
 
 
 def main() -> None:

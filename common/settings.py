@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import ConfigurationError
 from common.names import Names, format_delay, is_valid_message_type
 
-__all__ = ["ConsumerSettings", "HoplineSettings", "ProducerSettings", "load_settings"]
+__all__ = [
+    "ApiKeySpec",
+    "ConsumerSettings",
+    "HoplineSettings",
+    "ProducerSettings",
+    "load_settings",
+]
 
 _WORD = r"^[a-z][a-z0-9_-]*$"
 
@@ -104,6 +119,21 @@ class HoplineSettings(BaseSettings):
         return tuple(self.priorities)
 
 
+class ApiKeySpec(BaseModel):
+    """One ingestion API key, stored as the SHA-256 of the key, never the key itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="Shown in logs instead of the key.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    types: list[str] = Field(
+        default_factory=lambda: ["#"], description="Message type patterns (`*`, `#`) allowed."
+    )
+    priorities: list[str] | None = Field(None, description="Allowed priorities (default: all).")
+    rate_per_s: float = Field(100.0, gt=0, description="Sustained messages per second.")
+    burst: int = Field(200, ge=1, description="Messages allowed at once above the rate.")
+
+
 class ProducerSettings(HoplineSettings):
     """The HTTP ingestion service."""
 
@@ -120,6 +150,11 @@ class ProducerSettings(HoplineSettings):
     )
     archive_dir: str = Field(
         ".hopline/archive", description="Where the admin API archives discarded messages."
+    )
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        description="Ingestion API keys as JSON (`hopline apikey new` makes one); "
+        "empty: the ingestion API is open.",
     )
 
 

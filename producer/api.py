@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.envelope import encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.settings import ProducerSettings
+from producer.auth import ApiKey, KeyRing
 from producer.publisher import Publisher
 from producer.schemas import (
     BatchIn,
@@ -53,9 +55,28 @@ def _publisher(request: Request) -> Publisher:
     return publisher
 
 
+_bearer = HTTPBearer(auto_error=False, description="An ingestion API key (HOPLINE_API_KEYS)")
+
+
+def _api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey | None:
+    """The caller's key, checked before the body is looked at (None when the API is open)."""
+    keyring: KeyRing = request.app.state.keyring
+    presented = f"Bearer {credentials.credentials}" if credentials is not None else None
+    return keyring.authenticate(presented)
+
+
 SettingsDep = Annotated[ProducerSettings, Depends(_settings)]
+KeyDep = Annotated[ApiKey | None, Depends(_api_key)]
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
 
+_AUTH: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "No API key, or an unknown one."},
+    403: {"model": Problem, "description": "The key may not publish this type or priority."},
+    429: {"model": Problem, "description": "The key is over its rate; retry after `Retry-After`."},
+}
 _UNAVAILABLE: dict[int | str, dict[str, object]] = {
     503: {
         "model": Problem,
@@ -107,13 +128,16 @@ async def _publish(
 @router.post(
     "/v1/messages",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, **_UNAVAILABLE},
+    responses={413: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
     summary="Publish one message; 202 only after the broker confirmed it",
 )
 async def post_message(
-    message: MessageIn, settings: SettingsDep, publisher: PublisherDep
+    message: MessageIn, settings: SettingsDep, publisher: PublisherDep, key: KeyDep
 ) -> MessageAccepted:
     body = _check(message, settings, ("body",))
+    if key is not None:
+        key.check_message(message.type, message.priority)
+        key.spend(1)
     try:
         accepted = await _publish(message, body, settings, publisher)
     except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
@@ -125,10 +149,12 @@ async def post_message(
 @router.post(
     "/v1/messages/batch",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, **_UNAVAILABLE},
+    responses={413: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
     summary="Publish up to `max_batch_size` messages concurrently; a result per item",
 )
-async def post_batch(batch: BatchIn, settings: SettingsDep, publisher: PublisherDep) -> BatchOut:
+async def post_batch(
+    batch: BatchIn, settings: SettingsDep, publisher: PublisherDep, key: KeyDep
+) -> BatchOut:
     if len(batch.messages) > settings.max_batch_size:
         raise RequestValidationError(
             [
@@ -145,6 +171,10 @@ async def post_batch(batch: BatchIn, settings: SettingsDep, publisher: Publisher
         _check(message, settings, ("body", "messages", index))
         for index, message in enumerate(batch.messages)
     ]
+    if key is not None:
+        for message in batch.messages:
+            key.check_message(message.type, message.priority)
+        key.spend(len(batch.messages))
     if not publisher.ready:
         raise ServiceUnavailable("RabbitMQ is not reachable right now")
     envelopes = [

@@ -8,13 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from common.logging import get_logger
 from common.settings import ProducerSettings
 from producer.admin import admin_page, admin_router
 from producer.api import PayloadTooLarge, ServiceUnavailable, router
+from producer.auth import Forbidden, KeyRing, RateLimited, Unauthenticated
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
 
 __all__ = ["create_app"]
+
+_log = get_logger("hopline.producer")
 
 
 def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
@@ -23,6 +27,11 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_keys:
+            _log.warning(
+                "ingestion.open",
+                detail="no HOPLINE_API_KEYS: anyone who reaches this port may publish",
+            )
         await chosen.start()
         try:
             yield
@@ -38,6 +47,7 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     )
     app.state.settings = settings
     app.state.publisher = chosen
+    app.state.keyring = KeyRing(settings.api_keys)
     app.include_router(router)
     if settings.admin_token is not None:
         # Without a token the admin surface does not exist at all (404), not even its docs.
@@ -51,6 +61,24 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
             {"detail": exc.detail},
             status_code=503,
             headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
         )
 
     @app.exception_handler(PayloadTooLarge)
