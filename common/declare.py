@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from aio_pika.abc import AbstractConnection
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
+from common.connection import access_refused_error
 from common.errors import TopologyMismatchError
 from common.topology import Topology, arguments_of
 
@@ -50,6 +51,8 @@ async def declare_topology(connection: AbstractConnection, topology: Topology) -
                 )
         except ChannelPreconditionFailed as exc:
             raise _mismatch(exc, topology) from exc
+        except ChannelAccessRefused as exc:
+            raise access_refused_error(exc) from exc
 
 
 def _mismatch(exc: ChannelPreconditionFailed, topology: Topology) -> TopologyMismatchError:

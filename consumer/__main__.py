@@ -8,6 +8,9 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from aiormq.exceptions import ChannelAccessRefused
+
+from common.connection import access_refused_error
 from common.errors import HoplineError
 from common.logging import configure_logging, get_logger
 from common.settings import ConsumerSettings, load_settings
@@ -45,6 +48,9 @@ def main() -> None:
         _run(serve(settings))
     except HoplineError as exc:
         print(f"hopline-consumer: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ChannelAccessRefused as exc:  # e.g. consuming a queue outside this user's rights
+        print(f"hopline-consumer: error: {access_refused_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -15,8 +15,9 @@ from typing import Protocol
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
+from aiormq.exceptions import ChannelAccessRefused
 
-from common.connection import broker_version, connect
+from common.connection import access_refused_error, broker_version, connect
 from common.declare import declare_topology
 from common.errors import BrokerUnavailableError, HoplineError, PublishNotConfirmedError
 from common.logging import get_logger
@@ -140,5 +141,7 @@ class BrokerPublisher:
             raise PublishNotConfirmedError(f"the broker refused the message: {exc}") from exc
         except PublishError as exc:
             raise PublishNotConfirmedError(f"the broker returned the message: {exc}") from exc
+        except ChannelAccessRefused as exc:  # this user may not write to the exchange
+            raise access_refused_error(exc) from exc
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailableError(f"lost the broker while publishing: {exc}") from exc
