@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from structlog.testing import capture_logs
 
 from common.local_broker import LocalBroker, restart_local_broker, stop_local_broker
 from tests.support.pipeline import producer_client, producer_settings
@@ -46,10 +47,19 @@ async def test_producer_answers_503_while_the_broker_is_gone_and_recovers(
 
 
 async def test_producer_starts_without_a_broker_and_answers_503(unused_amqp_url: str) -> None:
-    settings = producer_settings(unused_amqp_url)
-    async with producer_client(settings, wait_ready=False) as client:
-        response = await _post(client)
-        assert response.status_code == 503
-        assert int(response.headers["retry-after"]) >= 1
-        assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/readyz")).status_code == 503
+    settings = producer_settings(unused_amqp_url)  # its password is "secret-pw"
+    with capture_logs() as logs:
+        async with producer_client(settings, wait_ready=False) as client:
+            response = await _post(client)
+            assert response.status_code == 503
+            assert int(response.headers["retry-after"]) >= 1
+            assert (await client.get("/healthz")).status_code == 200
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            await wait_until(
+                lambda: any(e["event"] == "broker.unavailable" for e in logs), timeout_s=10
+            )
+    # The password is in neither the answers nor the logs (which do name the URL)
+    assert "secret-pw" not in response.text + ready.text
+    assert "secret-pw" not in repr(logs)
+    assert "guest:***@127.0.0.1" in repr(logs)
