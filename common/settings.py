@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -14,7 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from common.errors import ConfigurationError
 from common.names import Names, format_delay, is_valid_message_type
@@ -206,6 +207,12 @@ def load_settings(cls: type[_S], **overrides: Any) -> _S:
     """Read settings once; a bad value becomes one line per setting, not a traceback."""
     try:
         return cls(**overrides)
+    except SettingsError as exc:  # a value that is not even JSON, before validation
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"HOPLINE_{field[1].upper()}" if field else "a HOPLINE_ variable"
+        raise ConfigurationError(
+            f"invalid configuration:\n  {name}: not valid JSON ({exc.__cause__ or exc})"
+        ) from None
     except ValidationError as exc:
         problems: dict[str, list[str]] = {}
         for error in exc.errors(include_url=False):
