@@ -6,7 +6,7 @@ operation on each, and adds the reports up.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import BinaryIO
 
@@ -91,14 +91,14 @@ class Operator:
         _require_choice(selection, select_all)
         if edit is not None and len(selection.ids) != 1:
             raise HoplineError("an edited replay takes exactly one message id")
-        total = MoveReport(dry_run=dry_run)
-        for queue in await self.quarantine_queues(services):
-            report = await self.store.replay(
+        return await self._each_quarantine(
+            services,
+            selection,
+            dry_run,
+            lambda queue: self.store.replay(
                 queue, selection, dry_run=dry_run, edit=edit, progress=progress
-            )
-            _add(total, report)
-        _check_ids_found(selection, total)
-        return total
+            ),
+        )
 
     async def discard(
         self,
@@ -111,12 +111,26 @@ class Operator:
         progress: Progress | None = None,
     ) -> MoveReport:
         _require_choice(selection, select_all)
+        return await self._each_quarantine(
+            services,
+            selection,
+            dry_run,
+            lambda queue: self.store.discard(
+                queue, selection, archive=archive, dry_run=dry_run, progress=progress
+            ),
+        )
+
+    async def _each_quarantine(
+        self,
+        services: Iterable[str],
+        selection: Selection,
+        dry_run: bool,
+        move: Callable[[str], Awaitable[MoveReport]],
+    ) -> MoveReport:
+        """Run a move on every chosen quarantine queue; one report, every id accounted for."""
         total = MoveReport(dry_run=dry_run)
         for queue in await self.quarantine_queues(services):
-            report = await self.store.discard(
-                queue, selection, archive=archive, dry_run=dry_run, progress=progress
-            )
-            _add(total, report)
+            _add(total, await move(queue))
         _check_ids_found(selection, total)
         return total
 

@@ -150,9 +150,7 @@ class FailedMessageStore:
     ) -> MoveReport:
         """Back to exactly the queue each message failed in, attempt counter reset."""
         if dry_run:
-            return await self._sweep(
-                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
-            )
+            return await self._dry_run(queue, selection, progress)
         async with self._connection.channel(publisher_confirms=True, on_return_raises=True) as out:
             requeue = await out.get_exchange(self._names.requeue, ensure=False)
             move = _Replay(requeue, self._timeout_s, edit)
@@ -169,9 +167,7 @@ class FailedMessageStore:
     ) -> MoveReport:
         """Publish again to the ingress exchange (unroutable messages, once bindings exist)."""
         if dry_run:
-            return await self._sweep(
-                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
-            )
+            return await self._dry_run(queue, selection, progress)
         async with self._connection.channel(publisher_confirms=True) as out:
             ingress = await out.get_exchange(self._names.ingress, ensure=False)
             move = _Forward(ingress, self._timeout_s, routing_key)
@@ -188,9 +184,7 @@ class FailedMessageStore:
     ) -> MoveReport:
         """Remove; with `archive`, each message is written and synced there before its ack."""
         if dry_run:
-            return await self._sweep(
-                queue, selection, _Callback(_nothing), progress=progress, dry_run=True
-            )
+            return await self._dry_run(queue, selection, progress)
         move: _Move = _Archive(archive, queue, ack=True) if archive else _Drop()
         return await self._sweep(queue, selection, move, progress=progress)
 
@@ -220,6 +214,14 @@ class FailedMessageStore:
                 if progress:
                     progress(done, len(records))
         return report
+
+    async def _dry_run(
+        self, queue: str, selection: Selection, progress: Progress | None
+    ) -> MoveReport:
+        """What a move would take: the same sweep, settling nothing."""
+        return await self._sweep(
+            queue, selection, _Callback(_nothing), progress=progress, dry_run=True
+        )
 
     # -- the one loop every operation uses --------------------------------------------------
 

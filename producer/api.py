@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from common.envelope import encode_payload, new_envelope, to_message
+from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.settings import ProducerSettings
@@ -109,10 +109,8 @@ def _check(message: MessageIn, settings: ProducerSettings, loc: tuple[str | int,
     return body
 
 
-async def _publish(
-    message: MessageIn, body: bytes, settings: ProducerSettings, publisher: Publisher
-) -> MessageAccepted:
-    envelope = new_envelope(
+def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
+    return new_envelope(
         message.type,
         message.payload,
         message.priority,
@@ -121,6 +119,12 @@ async def _publish(
         headers=message.headers,
         message_id=message.message_id,
     )
+
+
+async def _publish(
+    message: MessageIn, body: bytes, settings: ProducerSettings, publisher: Publisher
+) -> MessageAccepted:
+    envelope = _envelope(message, settings)
     await publisher.publish(to_message(envelope, body), envelope.routing_key)
     return MessageAccepted(message_id=envelope.message_id, routing_key=envelope.routing_key)
 
@@ -177,18 +181,7 @@ async def post_batch(
         key.spend(len(batch.messages))
     if not publisher.ready:
         raise ServiceUnavailable("RabbitMQ is not reachable right now")
-    envelopes = [
-        new_envelope(
-            m.type,
-            m.payload,
-            m.priority,
-            app_id=settings.app_id,
-            correlation_id=m.correlation_id,
-            headers=m.headers,
-            message_id=m.message_id,
-        )
-        for m in batch.messages
-    ]
+    envelopes = [_envelope(message, settings) for message in batch.messages]
     outcomes = await asyncio.gather(
         *(
             publisher.publish(to_message(envelope, body), envelope.routing_key)
