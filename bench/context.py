@@ -29,13 +29,13 @@ class Config:
 
     messages: int = 100_000
     backlog: int = 100_000
-    failure_messages: int = 20_000
-    batch_messages: int = 50_000
+    failure_messages: int = 10_000
+    batch_messages: int = 30_000
     batch_size: int = 100
-    http_duration_s: float = 10.0
+    http_duration_s: float = 8.0
     http_concurrency: int = 32
-    latency_duration_s: float = 8.0
-    probes: int = 200
+    latency_duration_s: float = 6.0
+    probes: int = 150
     probe_rate: float = 50.0
     prefetch: int = 64
     concurrency: int = 64
