@@ -30,6 +30,7 @@ from aiormq.exceptions import (
 )
 
 from common.errors import BrokerUnavailableError, ConfigurationError
+from common.frames import tolerate_out_of_range_timestamps
 from common.redact import redact_url
 from common.settings import HoplineSettings
 from common.topology import BrokerVersion
@@ -68,6 +69,7 @@ async def connect(
     whose delivery tags mean something else (and aio-pika's robust channels do not hand
     back a cancelled consumer's messages on `basic.nack`).
     """
+    tolerate_out_of_range_timestamps()  # a foreign timestamp must not kill the connection
     url = settings.amqp_url.get_secret_value()
     context = tls_context(settings)
     open_connection = aio_pika.connect_robust if robust else aio_pika.connect
