@@ -37,7 +37,7 @@ def _settings(request: Request) -> ProducerSettings:
     return settings
 
 
-def require_admin(
+async def require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
