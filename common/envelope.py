@@ -7,6 +7,7 @@ reason a person understands when it cannot make an envelope of it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,13 @@ def new_envelope(
 
 
 def encode_payload(payload: Any) -> bytes:
-    return orjson.dumps(payload)
+    """UTF-8 JSON; raises ValueError for what cannot be (e.g. a lone surrogate in a string)."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers beyond 64 bits, which JSON allows: exact text from `json`.
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
 
 
 def to_message(envelope: Envelope, body: bytes | None = None) -> aio_pika.Message:

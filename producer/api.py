@@ -101,7 +101,19 @@ def _check(message: MessageIn, settings: ProducerSettings, loc: tuple[str | int,
                 }
             ]
         )
-    body = encode_payload(message.payload)
+    try:
+        body = encode_payload(message.payload)
+    except ValueError as exc:  # e.g. a lone surrogate in a string: not encodable as UTF-8
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": (*loc, "payload"),
+                    "msg": f"payload cannot be encoded as UTF-8 JSON: {exc}",
+                    "input": None,
+                }
+            ]
+        ) from exc
     if len(body) > settings.max_payload_bytes:
         where = ".".join(str(part) for part in loc[1:]) or "message"
         raise PayloadTooLarge(

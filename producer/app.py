@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from common.logging import get_logger
 from common.settings import ProducerSettings
@@ -15,10 +18,13 @@ from producer.api import PayloadTooLarge, ServiceUnavailable, router
 from producer.auth import Forbidden, KeyRing, RateLimited, Unauthenticated
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
+from producer.schemas import document_priorities
 
 __all__ = ["create_app"]
 
 _log = get_logger("hopline.producer")
+# What FastAPI answers (400, undocumented) when a body cannot be decoded, e.g. invalid UTF-8.
+_UNPARSEABLE_BODY = "There was an error parsing the body"
 
 
 def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
@@ -45,6 +51,14 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
         "confirms: a 202 means the broker has the message.",
         lifespan=lifespan,
     )
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_priorities(default_openapi(), settings.priorities)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.publisher = chosen
     app.state.keyring = KeyRing(settings.api_keys)
@@ -80,6 +94,14 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
             status_code=429,
             headers={"Retry-After": str(exc.retry_after_s)},
         )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
+            # A body that is not UTF-8 JSON is invalid input like any malformed JSON: 422.
+            error = {"type": "json_invalid", "loc": ["body"], "msg": "body is not UTF-8 JSON"}
+            return JSONResponse({"detail": [error]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(PayloadTooLarge)
     async def too_large(_request: Request, exc: PayloadTooLarge) -> JSONResponse:

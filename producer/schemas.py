@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -17,9 +18,19 @@ __all__ = [
     "MessageAccepted",
     "MessageIn",
     "Problem",
+    "document_priorities",
 ]
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The same, minus names starting with `x-` (reserved), as a JSON Schema pattern.
+_HEADER_NAME_SCHEMA = (
+    r"^([A-WYZa-wyz0-9][A-Za-z0-9_.-]{0,127}|[Xx]([A-Za-z0-9_.][A-Za-z0-9_.-]{0,126})?)$"
+)
+# All of a message's headers travel in one AMQP frame (128 KiB by default, and a larger
+# one closes the whole connection): 64 headers of 128 + 256 characters (up to 74 KiB in
+# UTF-8) leave room for the properties and for what retries and quarantine add.
+_MAX_HEADER_VALUE_CHARS = 256
+_SHORT_STRING = r"^[ -~]+$"
 
 
 class MessageIn(BaseModel):
@@ -43,18 +54,25 @@ class MessageIn(BaseModel):
     )
     payload: JsonValue = Field(description="Any JSON value; handed to the handler as is.")
     priority: str = Field("normal", max_length=32, description="One of the configured priorities.")
-    correlation_id: str | None = Field(None, min_length=1, max_length=255)
+    # AMQP carries both as short strings (255 bytes), so printable ASCII only.
+    correlation_id: str | None = Field(None, min_length=1, max_length=255, pattern=_SHORT_STRING)
     message_id: str | None = Field(
         None,
         min_length=1,
         max_length=255,
-        description="Your own id, to make retries of this request idempotent downstream. "
-        "Generated (UUID) when absent.",
+        pattern=_SHORT_STRING,
+        description="Your own id (printable ASCII), to make retries of this request idempotent "
+        "downstream. Generated (UUID) when absent.",
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
         max_length=64,
         description="String headers passed to the handler. Names starting with `x-` are reserved.",
+        # The rules `_header_names` enforces, in the schema too, so clients can see them.
+        json_schema_extra={
+            "propertyNames": {"pattern": _HEADER_NAME_SCHEMA},
+            "additionalProperties": {"type": "string", "maxLength": _MAX_HEADER_VALUE_CHARS},
+        },
     )
 
     @field_validator("headers")
@@ -65,8 +83,10 @@ class MessageIn(BaseModel):
                 raise ValueError(f"header {name!r}: names starting with 'x-' are reserved")
             if not _matches(name):
                 raise ValueError(f"header {name!r}: use letters, digits, '_', '.', '-' (max 128)")
-            if len(value) > 4096:
-                raise ValueError(f"header {name!r}: value longer than 4096 characters")
+            if len(value) > _MAX_HEADER_VALUE_CHARS:
+                raise ValueError(
+                    f"header {name!r}: value longer than {_MAX_HEADER_VALUE_CHARS} characters"
+                )
         return headers
 
 
@@ -102,3 +122,16 @@ class BatchOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+def document_priorities(openapi: dict[str, Any], priorities: Sequence[str]) -> dict[str, Any]:
+    """The OpenAPI document with `priority` limited to the configured priorities (in place).
+
+    The priorities are configuration, so the model cannot carry them; without this the
+    schema promises that any string is accepted where the API answers 422.
+    """
+    message = openapi.get("components", {}).get("schemas", {}).get("MessageIn", {})
+    priority = message.get("properties", {}).get("priority")
+    if priority is not None:
+        priority["enum"] = list(priorities)
+    return openapi

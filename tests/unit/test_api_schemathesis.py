@@ -1,0 +1,61 @@
+"""Property-based tests of the ingestion API against its own OpenAPI schema (schemathesis).
+
+Schemathesis generates valid and invalid requests for every operation the schema documents
+and checks each response: no 5xx (the only 5xx the API documents is 503, and the fake
+publisher here is available;
+with the broker away, only the documented 503), and status, headers and body as documented.
+"""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from common.apikeys import hash_key
+from common.settings import ApiKeySpec, ProducerSettings
+from producer.app import create_app
+from tests.fakes import FakePublisher
+
+# The schema documents bearer authentication, so the API runs with a key (a generous rate:
+# 429 is documented, but a test that mostly sees 429 tests little).
+_KEY = "schemathesis-test-key"
+_SETTINGS = ProducerSettings(
+    max_payload_bytes=4096,
+    max_request_bytes=64 * 1024,
+    api_keys=[ApiKeySpec(name="fuzz", sha256=hash_key(_KEY), rate_per_s=1e6, burst=1_000_000)],
+)
+_publisher = FakePublisher()
+_publisher.started = True  # in case the ASGI client does not run the lifespan
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(_SETTINGS, publisher=_publisher)
+)
+
+# The same API with the broker away: every publish is the documented 503.
+_away = FakePublisher()
+_away.started, _away.available = True, False
+schema_broker_away = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(_SETTINGS, publisher=_away)
+)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_operation_answers_as_its_schema_says(case: schemathesis.Case) -> None:
+    case.call_and_validate(headers={"Authorization": f"Bearer {_KEY}"})
+
+
+@schema_broker_away.include(path_regex="^/v1/messages").parametrize()
+@settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_with_the_broker_away_publishing_answers_the_documented_503(
+    case: schemathesis.Case,
+) -> None:
+    response = case.call_and_validate(
+        headers={"Authorization": f"Bearer {_KEY}"}, excluded_checks=[not_a_server_error]
+    )
+    assert response.status_code not in (202, 500, 502, 504), response.text
