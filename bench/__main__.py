@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--queue-types quorum,classic] [--scenarios drain,...]`.
+"""`python -m bench [--quick | --long] [--queue-types quorum,classic] [--scenarios drain,...]`.
 
 Starts a private RabbitMQ node, runs each scenario for each queue type, prints the table
 and writes `bench/results/bench-<time>.json`. See README, "Performance".
@@ -20,6 +20,7 @@ from bench.context import Config, Context
 from bench.report import machine, print_table, write_json
 from bench.scenarios_amqp import drain, failure_path, priority
 from bench.scenarios_http import ingestion, latency
+from bench.scenarios_peers import peers, producer_rss, scale_out
 
 SCENARIOS = {
     "drain": drain,
@@ -27,19 +28,32 @@ SCENARIOS = {
     "latency": latency,
     "priority": priority,
     "failure": failure_path,
+    "peers": peers,
+    "scaleout": scale_out,
 }
+LONG_SCENARIOS = {"producer_rss": producer_rss}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="peers and scale-out drain 100 000; producer RSS after 1 000 000 requests "
+        "(about 20 more minutes per queue type; not part of `make bench`)",
+    )
     parser.add_argument("--queue-types", default="quorum,classic")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=None, help=f"default: {','.join(SCENARIOS)}")
     options = parser.parse_args()
-    config = Config.quick() if options.quick else Config()
+    if options.quick and options.long:
+        parser.error("--quick and --long exclude each other")
+    config = Config.quick() if options.quick else Config.long() if options.long else Config()
     queue_types = [q for q in options.queue_types.split(",") if q]
-    scenarios = [SCENARIOS[name] for name in options.scenarios.split(",") if name]
+    known = {**SCENARIOS, **LONG_SCENARIOS}
+    names = options.scenarios or ",".join([*SCENARIOS, *(LONG_SCENARIOS if options.long else ())])
+    scenarios = [known[name] for name in names.split(",") if name]
     console = Console()
     started = time.perf_counter()
     log_dir = Path(tempfile.mkdtemp(prefix="hopline-bench-logs-"))

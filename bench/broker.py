@@ -51,6 +51,15 @@ class BenchBroker:
             with _client(self.local) as client:
                 client.delete(path)
 
+    def policy(self, amqp_url: str, name: str, definition: dict[str, object]) -> None:
+        """A queue policy on the vhost of `amqp_url` (one this node's `vhost` made)."""
+        vhost = amqp_url.rsplit("/", 1)[1]  # still percent-encoded
+        with _client(self.local) as client:
+            client.put(
+                f"/api/policies/{vhost}/{quote(name, safe='')}",
+                json={"pattern": ".*", "definition": definition, "apply-to": "queues"},
+            ).raise_for_status()
+
 
 @contextmanager
 def private_broker() -> Iterator[BenchBroker]:

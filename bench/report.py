@@ -91,5 +91,5 @@ def write_json(
         "elapsed_s": elapsed_s,
         "rows": [{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows],
     }
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return path

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,6 +18,12 @@ _PARTIES = {
     "raw_consume": "bench.parties.raw:consume",
     "hopline_consumer": "bench.parties.consumer:run",
     "http_load": "bench.parties.http_load:run",
+    "dramatiq_fill": "bench.parties.peers:dramatiq_fill",
+    "dramatiq_drain": "bench.parties.peers:dramatiq_drain",
+    "celery_fill": "bench.parties.peers:celery_fill",
+    "celery_drain": "bench.parties.peers:celery_drain",
+    "faststream_fill": "bench.parties.peers:faststream_fill",
+    "faststream_drain": "bench.parties.peers:faststream_drain",
 }
 
 
@@ -24,10 +31,10 @@ def main() -> None:
     name, raw_args = sys.argv[1], sys.argv[2]
     args: dict[str, Any] = orjson.loads(raw_args)
     module, _, attribute = _PARTIES[name].partition(":")
-    party: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] = getattr(
-        importlib.import_module(module), attribute
-    )
-    if args.get("loop") == "uvloop":
+    party: Callable[[dict[str, Any]], Any] = getattr(importlib.import_module(module), attribute)
+    if not inspect.iscoroutinefunction(party):
+        result = party(args)  # Dramatiq and Celery are synchronous
+    elif args.get("loop") == "uvloop":
         import uvloop
 
         result = uvloop.run(party(args))

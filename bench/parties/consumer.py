@@ -6,6 +6,9 @@ Modes:
 - `priority`: while the worker drains whatever is queued, this process publishes a trickle of
   high-priority probes and records their latency to handler start.
 - `failure`: 10 % of messages fail once, 1 % always fail (quarantined after `max_attempts`).
+- `share`: a no-op handler in one of several consumer processes draining the same queue
+  (scale-out); done when `count` were handled here or nothing came for `idle_s`. Reports the
+  wall-clock times of its first and last message so the harness can add processes up.
 """
 
 from __future__ import annotations
@@ -56,12 +59,31 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         if handled >= count and not finished.done():
             finished.set_result(None)
 
+    first_at: float | None = None
+    last_at = 0.0
+
     if mode in ("drain", "priority"):
 
         @registry.handler(MESSAGE_TYPE)
         async def noop(payload: Any) -> None:
             if mode == "drain":
                 one_done()
+
+    if mode == "share":
+
+        @registry.handler(MESSAGE_TYPE)
+        async def shared(payload: Any) -> None:
+            nonlocal first_at, last_at
+            last_at = time.time()
+            if first_at is None:
+                first_at = last_at
+            one_done()
+
+        async def idle_watch(idle_s: float) -> None:
+            while not finished.done():
+                await asyncio.sleep(0.05)
+                if first_at is not None and time.time() - last_at > idle_s:
+                    finished.set_result(None)
 
     if mode == "priority":
 
@@ -103,6 +125,8 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     prober = (
         asyncio.create_task(_probe(args, count, args.get("probe_rate", 50.0)))
         if mode == "priority"
+        else asyncio.create_task(idle_watch(args.get("idle_s", 1.0)))
+        if mode == "share"
         else None
     )
     try:
@@ -126,6 +150,9 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     if mode == "failure":
         result["quarantined"] = quarantined
         result["handler_calls"] = sum(calls.values())
+    if mode == "share":
+        result["first_at"] = first_at
+        result["last_at"] = last_at
     if backlog_left is not None:
         result["backlog_left"] = backlog_left
     return result

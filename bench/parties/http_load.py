@@ -1,6 +1,7 @@
 """An HTTP client process that loads the producer: closed loop or paced (open loop).
 
-- `single`: `concurrency` clients each POST /v1/messages back to back for `duration_s`.
+- `single`: `concurrency` clients each POST /v1/messages back to back for `duration_s` (or
+  until `requests` were sent; `keep_latencies=false` for runs too long to report each).
 - `batch`: `concurrency` clients POST /v1/messages/batch with `batch_size` items until
   `count` messages were accepted.
 - `paced`: one POST /v1/messages every 1/`rate` seconds, `count` in all, whatever the
@@ -60,11 +61,13 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
 
         if mode == "single":
             deadline = started + args["duration_s"]
-            counter = iter(range(1 << 62))
+            counter = iter(range(args.get("requests", 1 << 62)))
 
             async def client_loop() -> None:
-                while time.perf_counter() < deadline:
-                    await post("/v1/messages", orjson.dumps(http_item(next(counter))), 1)
+                for index in counter:
+                    if time.perf_counter() >= deadline:
+                        break
+                    await post("/v1/messages", orjson.dumps(http_item(index)), 1)
 
             await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         elif mode == "batch":
@@ -97,5 +100,5 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         "rate": accepted / elapsed,
         "requests": sum(statuses.values()),
         "statuses": {str(code): n for code, n in statuses.items()},
-        "latencies_s": latencies,
+        "latencies_s": latencies if args.get("keep_latencies", True) else [],
     }
