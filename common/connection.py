@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from typing import Literal, overload
+from typing import Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -28,8 +28,10 @@ from aiormq.exceptions import (
     InvalidFrameError,
     ProbableAuthenticationError,
 )
+from yarl import URL
 
 from common.errors import BrokerUnavailableError, ConfigurationError
+from common.failover import FailoverConnection, split_urls
 from common.frames import tolerate_out_of_range_timestamps
 from common.redact import redact_url
 from common.settings import HoplineSettings
@@ -72,14 +74,8 @@ async def connect(
     tolerate_out_of_range_timestamps()  # a foreign timestamp must not kill the connection
     url = settings.amqp_url.get_secret_value()
     context = tls_context(settings)
-    open_connection = aio_pika.connect_robust if robust else aio_pika.connect
     try:
-        return await open_connection(
-            url,
-            timeout=timeout_s,
-            client_properties={"connection_name": name},
-            ssl_context=context,
-        )
+        return await _open_first(split_urls(url), name, timeout_s, context, robust=robust)
     except ProbableAuthenticationError as exc:
         raise AccessRefusedError(
             f"cannot connect to RabbitMQ at {redact_url(url)}: the broker refused the login of "
@@ -104,6 +100,33 @@ async def connect(
         raise BrokerUnavailableError(
             f"cannot connect to RabbitMQ at {redact_url(url)}: {reason}"
         ) from exc
+
+
+async def _open_first(
+    urls: list[str], name: str, timeout_s: float, context: ssl.SSLContext | None, *, robust: bool
+) -> AbstractConnection:
+    """A connection to the first of `urls` that answers; a robust one keeps the others to fail
+    over to (common.failover). The last URL's error is raised when none answers."""
+    properties: dict[str, Any] = {"connection_name": name}
+    for index, url in enumerate(urls):
+        try:
+            if not robust:
+                return await aio_pika.connect(
+                    url, timeout=timeout_s, client_properties=properties, ssl_context=context
+                )
+            order = urls[index:] + urls[:index]
+            connection = FailoverConnection(
+                URL(order[0]),
+                alternates=[URL(other) for other in order[1:]],
+                client_properties=properties,
+                ssl_context=context,
+            )
+            await connection.connect(timeout=timeout_s)
+            return connection
+        except Exception:
+            if index == len(urls) - 1:
+                raise
+    raise ConfigurationError("HOPLINE_AMQP_URL is empty: give at least one amqp:// URL")
 
 
 def tls_context(settings: HoplineSettings) -> ssl.SSLContext | None:
@@ -177,11 +200,11 @@ def _certificate_rejection(exc: BaseException) -> str | None:
 
 
 def _user(url: str) -> str:
-    return unquote(urlsplit(url).username or "guest")
+    return unquote(urlsplit(split_urls(url)[0]).username or "guest")
 
 
 def _vhost(url: str) -> str:
-    path = urlsplit(url).path
+    path = urlsplit(split_urls(url)[0]).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 

@@ -20,7 +20,7 @@ __all__ = ["find_quarantine_queues", "management_endpoint"]
 
 def management_endpoint(settings: HoplineSettings) -> tuple[str, str, str, str]:
     """(base URL, vhost, user, password) derived from the AMQP URL unless configured."""
-    amqp = urlsplit(settings.amqp_url.get_secret_value())
+    amqp = urlsplit(settings.amqp_url.get_secret_value().split(",")[0])  # a cluster: the first
     vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
     user, password = unquote(amqp.username or "guest"), unquote(amqp.password or "guest")
     base = settings.management_url or f"http://{amqp.hostname or 'localhost'}:15672"
