@@ -1,0 +1,315 @@
+"""Fault scenarios: a numbered stream through the real producer and consumers, and its tally.
+
+`HttpStream` posts uniquely numbered messages to a producer process at a steady rate and
+remembers every answer. `Pipeline` runs the producer and consumer processes. `tally()`
+accounts for every message at the end: accepted (202), handled (from the consumers' record
+file), duplicated, quarantined, and lost (accepted but neither handled nor quarantined,
+which must be 0). Results are kept in `RESULTS` for the table `tests/chaos/conftest.py`
+prints, and appended as JSON lines to `$HOPLINE_CHAOS_REPORT` when that is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aio_pika
+import httpx
+import orjson
+
+from common.local_broker import free_port
+from common.names import Names
+from tests.support.pipeline import drain
+from tests.support.processes import read_records, service_process
+from tests.support.wait import wait_until
+
+__all__ = [
+    "RESULTS",
+    "HttpStream",
+    "Pipeline",
+    "Tally",
+    "consumer_count",
+    "format_table",
+    "tally",
+]
+
+NAMES = Names()
+SERVICE = "chaos"
+HANDLERS = "tests.chaos.handlers:registry"
+MESSAGE_TYPE = "chaos.work"
+RESULTS: list[Tally] = []
+
+
+@dataclass(slots=True)
+class Answer:
+    sent_at: float
+    answered_at: float
+    status: int | None  # None: no HTTP answer at all (connection refused, timeout)
+
+
+class HttpStream:
+    """Posts messages 0..count-1 to the producer at `rate_per_s`, one request each."""
+
+    def __init__(
+        self, port: int, count: int, rate_per_s: float, *, concurrency: int = 16, sleep_s: float = 0
+    ) -> None:
+        self.port = port
+        self.count = count
+        self.rate_per_s = rate_per_s
+        self.concurrency = concurrency
+        self.sleep_s = sleep_s
+        self.answers: dict[int, Answer] = {}
+        self.started = 0
+
+    async def run(self) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency)
+        slots = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=15, limits=limits
+        ) as client:
+            start = time.monotonic()
+            tasks = []
+            for n in range(self.count):
+                delay = start + n / self.rate_per_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await slots.acquire()
+                self.started = n + 1
+                tasks.append(asyncio.create_task(self._post(client, n, slots)))
+            await asyncio.gather(*tasks)
+
+    async def _post(self, client: httpx.AsyncClient, n: int, slots: asyncio.Semaphore) -> None:
+        sent_at = time.time()
+        status: int | None
+        try:
+            response = await client.post(
+                "/v1/messages",
+                json={"type": MESSAGE_TYPE, "payload": {"n": n, "sleep_s": self.sleep_s}},
+            )
+            status = response.status_code
+        except httpx.HTTPError:
+            status = None
+        finally:
+            slots.release()
+        self.answers[n] = Answer(sent_at, time.time(), status)
+
+    async def wait_sent(self, count: int) -> None:
+        """Until `count` messages have been started (the moment to inject a fault)."""
+        await wait_until(lambda: self.started >= count, timeout_s=300, interval_s=0.02)
+
+    def accepted(self) -> set[int]:
+        return {n for n, answer in self.answers.items() if answer.status == 202}
+
+
+@dataclass
+class Tally:
+    scenario: str
+    sent: int
+    accepted: int
+    refused_503: int
+    no_answer: int
+    processed: int  # accepted messages handled at least once
+    duplicates: int  # extra handlings, of any message
+    quarantined: int
+    lost: int  # accepted, never handled, not in quarantine: must be 0
+    handled_not_accepted: int  # a 503 whose publish the broker kept after all: allowed
+    recovery_s: float | None
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def tally(
+    scenario: str,
+    stream: HttpStream,
+    records: list[dict[str, object]],
+    quarantined: set[int],
+    *,
+    fault_at: float | None,
+    notes: dict[str, object] | None = None,
+) -> Tally:
+    handled = Counter(int(record["n"]) for record in records)  # type: ignore[call-overload]
+    accepted = stream.accepted()
+    statuses = Counter(answer.status for answer in stream.answers.values())
+    result = Tally(
+        scenario=scenario,
+        sent=len(stream.answers),
+        accepted=len(accepted),
+        refused_503=statuses[503],
+        no_answer=statuses[None],
+        processed=len(accepted & set(handled)),
+        duplicates=sum(count - 1 for count in handled.values()),
+        quarantined=len(quarantined),
+        lost=len(accepted - set(handled) - quarantined),
+        handled_not_accepted=len(set(handled) - accepted),
+        recovery_s=_recovery_s(stream, records, fault_at),
+        notes=notes or {},
+    )
+    RESULTS.append(result)
+    report = os.environ.get("HOPLINE_CHAOS_REPORT")
+    if report:
+        with open(report, "ab") as out:
+            out.write(orjson.dumps(asdict(result)) + b"\n")
+    return result
+
+
+def _recovery_s(
+    stream: HttpStream, records: list[dict[str, object]], fault_at: float | None
+) -> float | None:
+    """From the fault until the pipeline works for good: the first message posted after the
+    last refusal (or after the fault, when nothing was refused) is accepted and handled."""
+    if fault_at is None:
+        return None
+    refused = [
+        a.answered_at for a in stream.answers.values() if a.sent_at >= fault_at and a.status != 202
+    ]
+    since = max(refused, default=fault_at)
+    after = {n: a for n, a in stream.answers.items() if a.sent_at >= since and a.status == 202}
+    handled_at = {int(r["n"]): float(r["t"]) for r in records if int(r["n"]) in after}  # type: ignore[call-overload]
+    if not handled_at:
+        return None
+    first = min(handled_at, key=lambda n: after[n].sent_at)
+    return round(max(after[first].answered_at, handled_at[first]) - fault_at, 2)
+
+
+async def settle(
+    stream: HttpStream, records_path: Path, timeout_s: float = 60
+) -> list[dict[str, object]]:
+    """Wait (with a deadline) until every accepted message has been handled; the records."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(records_path)
+        missing = stream.accepted() - {int(r["n"]) for r in records}
+        if not missing or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.5)
+
+
+async def quarantined_numbers(amqp_url: str) -> set[int]:
+    """Take everything out of the service's quarantine; the message numbers found."""
+    try:
+        messages = await drain(amqp_url, NAMES.quarantine(SERVICE))
+    except aio_pika.exceptions.AMQPException:
+        return set()
+    numbers = set()
+    for message in messages:
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+            numbers.add(int(orjson.loads(message.body)["n"]))
+    return numbers
+
+
+async def consumer_count(amqp_url: str, priority: str = "normal") -> int:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(NAMES.work_queue(SERVICE, priority), passive=True)
+        return int(queue.declaration_result.consumer_count or 0)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return 0
+    finally:
+        await connection.close()
+
+
+class Pipeline:
+    """A producer process and consumer processes, all pointed at `services_url`."""
+
+    def __init__(
+        self,
+        services_url: str,
+        tmp_path: Path,
+        *,
+        consumer_env: dict[str, str] | None = None,
+        producer_env: dict[str, str] | None = None,
+    ) -> None:
+        self.services_url = services_url
+        self.tmp_path = tmp_path
+        self.records = tmp_path / "records.jsonl"
+        self.port = free_port()
+        self.consumers: list[subprocess.Popen[bytes]] = []
+        self._consumer_env = {
+            "HOPLINE_HANDLERS": HANDLERS,
+            "HOPLINE_TEST_RECORD_FILE": str(self.records),
+            "HOPLINE_LOG_LEVEL": "warning",
+            "HOPLINE_CONCURRENCY": "16",
+            "HOPLINE_SHUTDOWN_GRACE_S": "20",
+            **(consumer_env or {}),
+        }
+        self._producer_env = {
+            "HOPLINE_PORT": str(self.port),
+            "HOPLINE_LOG_LEVEL": "warning",
+            "HOPLINE_PUBLISH_TIMEOUT_S": "2",
+            "HOPLINE_RETRY_AFTER_S": "1",
+            **(producer_env or {}),
+        }
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Pipeline:
+        self._stack.__enter__()
+        self._stack.enter_context(
+            service_process(
+                "producer", self.services_url, self.tmp_path / "producer.log", **self._producer_env
+            )
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)
+
+    def start_consumer(self, **env: str) -> subprocess.Popen[bytes]:
+        index = len(self.consumers)
+        process = self._stack.enter_context(
+            service_process(
+                "consumer",
+                self.services_url,
+                self.tmp_path / f"consumer-{index}.log",
+                **{**self._consumer_env, **env},
+            )
+        )
+        self.consumers.append(process)
+        return process
+
+    async def wait_ready(self, amqp_url: str, consumers: int, timeout_s: float = 30) -> None:
+        """Until the producer answers /readyz and `consumers` consume the normal queue."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    ready = (await client.get("/readyz")).status_code == 200
+                    if ready and await consumer_count(amqp_url) >= consumers:
+                        return
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"pipeline not ready within {timeout_s:g}s; logs in {self.tmp_path}"
+                    )
+                await asyncio.sleep(0.2)
+
+
+_COLUMNS = (
+    ("scenario", "scenario"),
+    ("sent", "sent"),
+    ("accepted", "accepted"),
+    ("refused_503", "503"),
+    ("processed", "processed"),
+    ("duplicates", "duplicates"),
+    ("quarantined", "quarantined"),
+    ("lost", "lost"),
+    ("handled_not_accepted", "handled w/o 202"),
+    ("recovery_s", "recovery s"),
+)
+
+
+def format_table(results: list[Tally]) -> str:
+    """A Markdown table, one row per scenario."""
+    header = "| " + " | ".join(title for _, title in _COLUMNS) + " |"
+    rule = "|" + "|".join("---" if key == "scenario" else "---:" for key, _ in _COLUMNS) + "|"
+    rows = []
+    for result in results:
+        values = asdict(result)
+        cells = ["—" if values[key] is None else str(values[key]) for key, _ in _COLUMNS]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join([header, rule, *rows])
