@@ -11,6 +11,9 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 
 from common.local_broker import LocalBroker, kill_local_broker, restart_local_broker
 from tests.support.chaos import (
@@ -21,6 +24,7 @@ from tests.support.chaos import (
     settle,
     tally,
 )
+from tests.support.proxy import TcpProxy
 
 # Services reconnect every second (aio-pika's default is 5 s) so a scenario stays short.
 RECONNECT = "?reconnect_interval=1"
@@ -117,3 +121,48 @@ async def test_sigterm_under_load(amqp_url: str, tmp_path: Path) -> None:
     assert exit_code == 0
     assert result.lost == 0, result
     assert result.duplicates == 0, result
+
+
+async def _inject(proxy: TcpProxy, fault: str) -> None:
+    if fault == "reset":
+        proxy.reset()
+    elif fault == "half-open":
+        proxy.half_open()
+    else:  # a stall shorter than the heartbeat timeout, or long enough to trip it
+        proxy.stall()
+        await asyncio.sleep(1.5 if fault == "short stall" else 8.0)  # the fault's own length
+        proxy.resume()
+
+
+@pytest.mark.parametrize("fault", ["reset", "short stall", "half-open", "heartbeat timeout"])
+async def test_connections_cut_through_a_tcp_proxy(
+    amqp_url: str, tmp_path: Path, fault: str
+) -> None:
+    async with TcpProxy("127.0.0.1", _port(amqp_url)) as proxy:
+        # Heartbeats every 2 s: a silent connection is given up after a few seconds
+        services_url = proxy.url(amqp_url) + "?reconnect_interval=1&heartbeat=2"
+        with Pipeline(services_url, tmp_path) as pipeline:
+            consumers = [pipeline.start_consumer(), pipeline.start_consumer()]
+            await pipeline.wait_ready(amqp_url, consumers=2)
+            connections_before = proxy.connections_seen
+            stream = HttpStream(pipeline.port, 2000, rate_per_s=150)
+            sending = asyncio.create_task(stream.run())
+            await stream.wait_sent(600)
+            fault_at = time.time()
+            await _inject(proxy, fault)
+            await sending
+            records = await settle(stream, pipeline.records)
+            assert [process.poll() for process in consumers] == [None, None]
+            result = tally(
+                f"TCP proxy: {fault}",
+                stream,
+                records,
+                await quarantined_numbers(amqp_url),
+                fault_at=fault_at,
+                notes={"reconnections": proxy.connections_seen - connections_before},
+            )
+    assert result.lost == 0, result
+
+
+def _port(amqp_url: str) -> int:
+    return urlsplit(amqp_url).port or 5672
