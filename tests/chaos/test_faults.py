@@ -166,3 +166,37 @@ async def test_connections_cut_through_a_tcp_proxy(
 
 def _port(amqp_url: str) -> int:
     return urlsplit(amqp_url).port or 5672
+
+
+async def test_memory_alarm_blocks_publishers(private_broker: LocalBroker, tmp_path: Path) -> None:
+    node = private_broker
+    with Pipeline(node.amqp_url + RECONNECT, tmp_path) as pipeline:
+        pipeline.start_consumer()
+        await pipeline.wait_ready(node.amqp_url, consumers=1)
+        stream = HttpStream(pipeline.port, 2000, rate_per_s=150)
+        sending = asyncio.create_task(stream.run())
+        # When the broker raises a memory alarm a third of the way in, for 5 seconds
+        await stream.wait_sent(600)
+        fault_at = time.time()
+        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.0000001")
+        await asyncio.sleep(5)  # the alarm's own length
+        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
+        await sending
+        records = await settle(stream, pipeline.records)
+        refused = [a for a in stream.answers.values() if a.status == 503]
+        result = tally(
+            "memory alarm (publishers blocked)",
+            stream,
+            records,
+            await quarantined_numbers(node.amqp_url),
+            fault_at=fault_at,
+            notes={
+                "slowest_503_s": round(
+                    max((a.answered_at - a.sent_at for a in refused), default=0), 2
+                )
+            },
+        )
+    # Then the producer answered 503 instead of hanging, recovered, and lost nothing
+    assert result.refused_503 > 0
+    assert result.no_answer == 0, "a request hung until the client gave up"
+    assert result.lost == 0, result

@@ -300,6 +300,7 @@ _COLUMNS = (
     ("lost", "lost"),
     ("handled_not_accepted", "handled w/o 202"),
     ("recovery_s", "recovery s"),
+    ("notes", "notes"),
 )
 
 
@@ -310,6 +311,7 @@ def format_table(results: list[Tally]) -> str:
     rows = []
     for result in results:
         values = asdict(result)
+        values["notes"] = ", ".join(f"{k}={v}" for k, v in result.notes.items())
         cells = ["—" if values[key] is None else str(values[key]) for key, _ in _COLUMNS]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([header, rule, *rows])
