@@ -8,14 +8,27 @@ times and counts are reported in the table at the end of the run, never asserted
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 
-from common.local_broker import LocalBroker, kill_local_broker, restart_local_broker
+from common.local_broker import (
+    LocalBroker,
+    kill_local_broker,
+    rabbitmq_server_available,
+    restart_local_broker,
+    start_local_broker,
+    stop_local_broker,
+)
 from tests.support.chaos import (
     HttpStream,
     Pipeline,
@@ -199,4 +212,67 @@ async def test_memory_alarm_blocks_publishers(private_broker: LocalBroker, tmp_p
     # Then the producer answered 503 instead of hanging, recovered, and lost nothing
     assert result.refused_503 > 0
     assert result.no_answer == 0, "a request hung until the client gave up"
+    assert result.lost == 0, result
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalBroker]]:
+    """Three private nodes joined into one RabbitMQ cluster (`rabbitmqctl join_cluster`)."""
+    if not rabbitmq_server_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the cluster scenario needs `rabbitmq-server` on PATH")
+        pytest.skip("the cluster scenario needs `rabbitmq-server` on PATH")
+    bases = [Path(tempfile.mkdtemp(prefix=f"hopline-cluster-{i}-")) for i in range(3)]
+    nodes: list[LocalBroker] = []
+    try:
+        for base in bases:
+            nodes.append(start_local_broker(base))
+        seed = nodes[0]
+        for node in nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("reset")
+            node.ctl("join_cluster", seed.node_name)
+            node.ctl("start_app")
+            node.ctl("await_startup")
+        yield nodes
+    finally:
+        with ThreadPoolExecutor(len(nodes) or 1) as pool:
+            list(pool.map(lambda node: stop_local_broker(node), nodes))
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_cluster_node_stopped_and_restarted_mid_stream(
+    cluster: list[LocalBroker], tmp_path: Path
+) -> None:
+    first, second, _third = cluster
+    # Services know every node; they connect to the first that answers: `first`
+    services_url = ",".join(node.amqp_url + RECONNECT for node in cluster)
+    with Pipeline(services_url, tmp_path) as pipeline:
+        consumers = [pipeline.start_consumer(), pipeline.start_consumer()]
+        await pipeline.wait_ready(second.amqp_url, consumers=2)
+        members = await asyncio.to_thread(
+            first.ctl, "list_queues", "name", "type", "members", "--formatter", "json"
+        )
+        stream = HttpStream(pipeline.port, 3000, rate_per_s=150)
+        sending = asyncio.create_task(stream.run())
+        # When the node every client is connected to stops a third of the way in, then returns
+        await stream.wait_sent(1000)
+        fault_at = time.time()
+        await asyncio.to_thread(stop_local_broker, first)
+        await asyncio.to_thread(restart_local_broker, first)
+        await sending
+        records = await settle(stream, pipeline.records)
+        # Then the same consumer processes consume again, from the other nodes
+        assert [process.poll() for process in consumers] == [None, None]
+        assert await consumer_count(second.amqp_url) == 2
+        result = tally(
+            "3-node cluster: node stopped + restarted",
+            stream,
+            records,
+            await quarantined_numbers(second.amqp_url),
+            fault_at=fault_at,
+        )
+    work_queue = next(q for q in orjson.loads(members) if q["name"] == "hopline.chaos.normal")
+    assert work_queue["type"] == "quorum" and len(work_queue["members"]) == 3
     assert result.lost == 0, result
