@@ -44,8 +44,8 @@ class Config:
     scenario_timeout_s: float = 120.0
     # Peers and scale-out drain fewer than `messages` to keep `make bench` under 10 minutes;
     # rates are steady-state, `--long` drains the full 100 000 (README, "Performance").
-    peer_messages: int = 30_000
-    scaleout_messages: int = 40_000
+    peer_messages: int = 20_000
+    scaleout_messages: int = 30_000
     long_requests: int = 0
 
     @classmethod
@@ -56,6 +56,7 @@ class Config:
     def quick(cls) -> Config:
         return cls(
             peer_messages=5_000,
+            long_requests=20_000,
             scaleout_messages=10_000,
             messages=10_000,
             backlog=10_000,

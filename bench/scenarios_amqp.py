@@ -55,6 +55,7 @@ async def drain(ctx: Context) -> None:
         left = await ctx.depth(url, queue)
     ctx.shared["publish_rate"] = max(publish_rates)
     ctx.shared["drain_rate"] = result["rate"]
+    ctx.shared["drain_rate_warning"] = runs["warning"]["rate"]
     ctx.add(
         Row(
             ctx.queue_type,

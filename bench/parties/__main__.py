@@ -24,6 +24,8 @@ _PARTIES = {
     "celery_drain": "bench.parties.peers:celery_drain",
     "faststream_fill": "bench.parties.peers:faststream_fill",
     "faststream_drain": "bench.parties.peers:faststream_drain",
+    "faststream_quiet_fill": "bench.parties.peers:faststream_fill",
+    "faststream_quiet_drain": "bench.parties.peers:faststream_drain",
 }
 
 
