@@ -60,3 +60,11 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Fault scenarios on private RabbitMQ nodes, with a table per scenario (README, "Reliability").
+.PHONY: chaos
+chaos: install
+	HOPLINE_CHAOS_REPORT=$${HOPLINE_CHAOS_REPORT:-.hopline/chaos-$$(date +%Y%m%d-%H%M%S).jsonl}; \
+	mkdir -p .hopline; export HOPLINE_CHAOS_REPORT; \
+	$(BIN)/pytest -m chaos tests/chaos -p no:cacheprovider; status=$$?; \
+	echo "results: $$HOPLINE_CHAOS_REPORT"; exit $$status
