@@ -174,6 +174,19 @@ class ConsumerSettings(HoplineSettings):
         None, description="Serve only these priorities (default: all)."
     )
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # Outage protection (consumer/breaker.py): off unless a failure ratio is set.
+    breaker_failure_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Pause consuming when this share of recent outcomes are transient failures.",
+    )
+    breaker_window_s: float = Field(
+        30.0, gt=0, description="Outcomes older than this are forgotten."
+    )
+    breaker_min_outcomes: int = Field(20, ge=1, description="Fewer outcomes never pause.")
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="Pause length before probing.")
+    breaker_probes: int = Field(5, ge=1, description="Successful probes that resume consuming.")
 
     @field_validator("consume_priorities", mode="before")
     @classmethod

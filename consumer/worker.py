@@ -11,9 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
@@ -25,6 +32,7 @@ from common.logging import get_logger
 from common.settings import ConsumerSettings
 from common.topology import Topology, service_topology
 from consumer.actions import AckBatcher, DeliveryContext, Settler
+from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.dispatch import run_handler
 from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
 from consumer.registry import HandlerSpec, Registry
@@ -62,6 +70,10 @@ class Worker:
         self._settler: Settler | None = None
         self._acks = AckBatcher()
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        # Per work queue: its channel and callback, to consume again after a pause.
+        self._deliver_to: dict[str, tuple[AbstractChannel, AbstractQueue, _OnDelivery]] = {}
+        self._breaker = _breaker(settings)
+        self._pausing: asyncio.Task[None] | None = None
         self._slots: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
@@ -140,6 +152,7 @@ class Worker:
 
         tag = await queue.consume(on_delivery, no_ack=False)
         self._consumers.append((queue, tag))
+        self._deliver_to[name] = (channel, queue, on_delivery)
 
     async def _redeclare(self, *_args: object) -> None:
         if self._connection is not None and self._topology is not None:
@@ -227,6 +240,8 @@ class Worker:
         settler = self._settler
         assert settler is not None
         incoming = delivery.incoming
+        if self._breaker is not None:
+            self._observe(outcome)
         if isinstance(decision, Ack):
             settler.ack(incoming)
             _log.info("message.handled", outcome="ack")
@@ -254,12 +269,9 @@ class Worker:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking deliveries, let handlers finish within the grace period, close."""
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except Exception as exc:  # a closed channel has no consumer left to cancel
-                _log.debug("consumer.cancel_failed", queue=queue.name, error=str(exc))
-        self._consumers.clear()
+        if self._pausing is not None:
+            self._pausing.cancel()
+        await self._cancel_consumers()
         try:
             await asyncio.wait_for(self._buffer.drained(), timeout=grace_s)
         except TimeoutError:
@@ -273,6 +285,52 @@ class Worker:
         await self._close()
         _log.info("consumer.stopped", service=self.service)
 
+    async def _cancel_consumers(self) -> None:
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # a closed channel has no consumer left to cancel
+                _log.debug("consumer.cancel_failed", queue=queue.name, error=str(exc))
+        self._consumers.clear()
+
+    def _observe(self, outcome: Outcome) -> None:
+        """Feed the outage breaker; pause or resume consuming when its state changes."""
+        assert self._breaker is not None
+        if outcome.kind not in _BREAKER_COUNTS:
+            return  # a bad message says nothing about the dependency
+        failed = outcome.kind is not OutcomeKind.SUCCESS
+        changed = self._breaker.record(failed, time.monotonic())
+        if changed is BreakerState.OPEN:
+            self._pausing = asyncio.create_task(self._pause(), name="hopline-breaker")
+        elif changed is BreakerState.CLOSED:
+            _log.warning("consumer.resumed", reason="probes succeeded")
+            self._pausing = asyncio.create_task(
+                self._consume_again(self.settings.effective_prefetch), name="hopline-breaker"
+            )
+
+    async def _pause(self) -> None:
+        """Cancel the consumers (messages stay ready in RabbitMQ), cool down, then probe."""
+        assert self._breaker is not None
+        policy = self._breaker.policy
+        _log.warning(
+            "consumer.paused",
+            reason=f"transient failures reached {policy.failure_ratio:.0%} of recent outcomes",
+            cooldown_s=policy.cooldown_s,
+        )
+        await self._cancel_consumers()
+        await asyncio.sleep(policy.cooldown_s)
+        if self._breaker.poll(time.monotonic()) is BreakerState.HALF_OPEN:
+            _log.warning("consumer.probing", probes=policy.probes)
+            await self._consume_again(policy.probes)
+
+    async def _consume_again(self, prefetch: int) -> None:
+        """Consume every work queue again, with `prefetch` unacked deliveries each."""
+        await self._cancel_consumers()
+        for channel, queue, on_delivery in self._deliver_to.values():
+            await channel.set_qos(prefetch_count=prefetch)  # applies to the new consumer
+            tag = await queue.consume(on_delivery, no_ack=False)
+            self._consumers.append((queue, tag))
+
     async def _close(self) -> None:
         for slot in self._slots:
             slot.cancel()
@@ -283,3 +341,22 @@ class Worker:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
+
+
+_OnDelivery = Callable[[AbstractIncomingMessage], Awaitable[None]]
+# Outcomes the breaker counts: successes and transient failures (a dependency's health).
+_BREAKER_COUNTS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.RETRYABLE, OutcomeKind.TIMEOUT})
+
+
+def _breaker(settings: ConsumerSettings) -> CircuitBreaker | None:
+    if settings.breaker_failure_ratio is None:
+        return None
+    return CircuitBreaker(
+        BreakerPolicy(
+            failure_ratio=settings.breaker_failure_ratio,
+            window_s=settings.breaker_window_s,
+            min_outcomes=settings.breaker_min_outcomes,
+            cooldown_s=settings.breaker_cooldown_s,
+            probes=settings.breaker_probes,
+        )
+    )
