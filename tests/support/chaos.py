@@ -178,7 +178,7 @@ def _recovery_s(
 
 
 async def settle(
-    stream: HttpStream, records_path: Path, timeout_s: float = 60
+    stream: HttpStream, records_path: Path, timeout_s: float = 120
 ) -> list[dict[str, object]]:
     """Wait (with a deadline) until every accepted message has been handled; the records."""
     deadline = time.monotonic() + timeout_s
