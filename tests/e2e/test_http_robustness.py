@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from common.local_broker import free_port
-from tests.support.processes import service_process
-from tests.support.wait import wait_until
+from tests.support.processes import service_process, wait_http_ready
 
 MAX_REQUEST_BYTES = 64 * 1024
 GOOD = {"type": "jobs.quick", "payload": {"n": 1}}
@@ -32,15 +31,7 @@ async def producer(amqp_url: str, tmp_path: Path) -> AsyncIterator[int]:
         HOPLINE_PORT=str(port),
         HOPLINE_MAX_REQUEST_BYTES=str(MAX_REQUEST_BYTES),
     ):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-            async def ready() -> bool:
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(ready, timeout_s=20, interval_s=0.2, message="producer not ready")
+        await wait_http_ready(port)
         yield port
 
 

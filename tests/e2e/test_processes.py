@@ -12,7 +12,12 @@ import httpx
 from common.local_broker import free_port
 from common.names import Names
 from tests.support.pipeline import drain, publish_raw, queue_depth
-from tests.support.processes import read_records, service_process, stop_process
+from tests.support.processes import (
+    read_records,
+    service_process,
+    stop_process,
+    wait_http_ready,
+)
 from tests.support.wait import wait_until
 
 NAMES = Names()
@@ -50,15 +55,8 @@ async def test_messages_posted_over_http_are_handled_by_a_consumer_process(
         service_process("producer", amqp_url, tmp_path / "producer.log", HOPLINE_PORT=str(port)),
     ):
         await _wait_consumer_ready(amqp_url)
+        await wait_http_ready(port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-            async def ready() -> bool:
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(ready, timeout_s=20, interval_s=0.2, message="producer not ready")
             batch = {"messages": [{"type": "jobs.quick", "payload": {"n": n}} for n in range(50)]}
             response = await client.post("/v1/messages/batch", json=batch)
             assert response.status_code == 202, response.text

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import pika
 import pytest
 from pydantic import BaseModel
 
@@ -24,6 +23,7 @@ from common.failed import failed_from_delivery
 from common.names import Names
 from common.topology import service_topology
 from consumer import Registry
+from tests.support.foreign import publish_with_pika
 from tests.support.pipeline import consumer_settings, drain, queue_depth, running_worker
 from tests.support.wait import wait_until
 
@@ -209,17 +209,6 @@ def _registry(processed: list[str]) -> Registry:
     return registry
 
 
-def _publish_with_pika(amqp_url: str, routing_key: str, body: bytes, **properties: Any) -> None:
-    """A foreign system: another client library, no hopline code."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(NAMES.ingress, routing_key, body, pika.BasicProperties(**properties))
-    finally:
-        connection.close()
-
-
 async def _declare(amqp_url: str, registry: Registry) -> None:
     settings = consumer_settings(amqp_url)
     connection = await connect(settings, name="hostile-input-test", robust=False)
@@ -240,11 +229,11 @@ async def test_a_hostile_message_ends_with_a_reason_and_the_consumer_keeps_worki
     registry = _registry(processed)
     await _declare(amqp_url, registry)
     # Given a hostile message waiting in the broker
-    _publish_with_pika(amqp_url, case.routing_key, case.body, **case.properties)
+    publish_with_pika(amqp_url, case.routing_key, case.body, **case.properties)
     async with running_worker(consumer_settings(amqp_url), registry):
         # When a good message follows it
         canary = f"canary-{uuid.uuid4()}"
-        _publish_with_pika(amqp_url, OK_KEY, b'{"case": "%s"}' % canary.encode())
+        publish_with_pika(amqp_url, OK_KEY, b'{"case": "%s"}' % canary.encode())
         # Then the consumer still works
         await wait_until(lambda: canary in processed, timeout_s=20, message="canary not handled")
         # And the hostile message ended where it should, with a reason

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import aio_pika
-import pika
 import pytest
 from pydantic import BaseModel
 
@@ -14,6 +13,7 @@ from common import headers as h
 from common.envelope import Envelope
 from common.names import Names
 from consumer import PermanentError, Registry, RetryableError
+from tests.support.foreign import publish_with_pika
 from tests.support.pipeline import (
     consumer_settings,
     drain,
@@ -226,17 +226,6 @@ async def test_a_huge_traceback_is_bounded_in_the_headers(amqp_url: str) -> None
     assert len(str(message.headers[h.ERROR_TRACEBACK])) <= h.MAX_TRACEBACK_CHARS
 
 
-def _publish_with_pika(amqp_url: str, routing_key: str, body: bytes, **properties: Any) -> None:
-    """A foreign system: another client library, no hopline code, no envelope."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(NAMES.ingress, routing_key, body, pika.BasicProperties(**properties))
-    finally:
-        connection.close()
-
-
 async def test_a_bare_json_body_from_another_client_is_processed(amqp_url: str) -> None:
     # Given a service with a typed handler
     class Shipped(BaseModel):
@@ -251,7 +240,7 @@ async def test_a_bare_json_body_from_another_client_is_processed(amqp_url: str) 
 
     async with running_worker(consumer_settings(amqp_url), registry):
         # When pika publishes only a body and a routing key (no type, no content type, no id)
-        _publish_with_pika(amqp_url, "high.parcels.shipped", b'{"parcel": "P-1"}')
+        publish_with_pika(amqp_url, "high.parcels.shipped", b'{"parcel": "P-1"}')
         await wait_until(lambda: seen, timeout_s=10, message="bare message not processed")
     # Then the type comes from the routing key and the handler got the validated payload
     payload, envelope = seen[0]
@@ -270,7 +259,7 @@ async def test_a_non_json_body_is_quarantined_with_the_reason(amqp_url: str) -> 
         calls.append(payload)
 
     async with running_worker(consumer_settings(amqp_url), registry):
-        _publish_with_pika(amqp_url, "normal.mail.received", b"\x00\xffnot json")
+        publish_with_pika(amqp_url, "normal.mail.received", b"\x00\xffnot json")
         await wait_until(lambda: queue_depth(amqp_url, NAMES.quarantine("inbox")), timeout_s=10)
     message = await get_one(amqp_url, NAMES.quarantine("inbox"))
     assert message is not None
@@ -289,7 +278,7 @@ async def test_an_unroutable_key_is_kept_in_the_unroutable_queue(amqp_url: str) 
         )
         assert response.status_code == 202
     # And a foreign message whose key has no priority segment
-    _publish_with_pika(amqp_url, "no-priority", b"{}")
+    publish_with_pika(amqp_url, "no-priority", b"{}")
     # Then both are kept in hopline.unroutable
     kept = await drain(amqp_url, NAMES.unroutable)
     assert sorted(m.routing_key or "" for m in kept) == ["no-priority", "normal.ghosts.seen"]

@@ -11,9 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
-__all__ = ["read_records", "service_process", "stop_process"]
+from tests.support.wait import wait_until
+
+__all__ = ["read_records", "service_process", "stop_process", "wait_http_ready"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +66,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+async def wait_http_ready(port: int, timeout_s: float = 20) -> None:
+    """Until the producer on `port` answers /readyz with 200 (broker reached, topology declared)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(ready, timeout_s=timeout_s, interval_s=0.2, message="producer not ready")
