@@ -11,27 +11,20 @@ limit, and RabbitMQ 4.3 does not count a bulk nack at all.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO
 
-import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
 )
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from common import headers as h
-from common.copies import forward_copy, replay_copy
 from common.errors import HoplineError
-from common.failed import FailedMessage, failed_from_delivery, from_archive_line, to_archive_line
+from common.failed import FailedMessage, failed_from_delivery, from_archive_line
+from common.moves import Archive, Drop, Edit, Forward, Look, Move, MoveReport, Replay, nothing
 from common.names import Names
 from common.selection import Selection
 
@@ -49,53 +42,11 @@ _MAX_PREFETCH = 65_535
 _IDLE_S = 1.0  # no delivery for this long: the queue has nothing more for us
 _TAIL_S = 0.15  # after the counted messages, how long to wait for ones the count missed
 _PREFETCH_MARGIN = 1_000
-_PUBLISH_WINDOW = 256  # copies awaiting their confirm at once
-_ARCHIVE_SYNC_EVERY = 256
 _REQUEUE_WAIT_S = 5.0
 
 
 class QueueMissingError(HoplineError):
     """The queue to look at does not exist (wrong service, prefix or vhost)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Edit:
-    """A corrected payload and/or extra headers for an edited replay."""
-
-    body: bytes | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class MoveReport:
-    examined: int = 0
-    matched: int = 0
-    moved: int = 0
-    dry_run: bool = False
-    ids: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "examined": self.examined,
-            "matched": self.matched,
-            "moved": self.moved,
-            "dry_run": self.dry_run,
-            "ids": self.ids,
-            "failures": [{"id": i, "error": why} for i, why in self.failures],
-        }
-
-
-class _Move(Protocol):
-    moves: bool  # whether it takes messages out of the queue (and copies may come back)
-
-    @property
-    def settled(self) -> int:
-        """How many messages this move acked (removed from the source)."""
-
-    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None: ...
-
-    async def finish(self) -> None: ...
 
 
 class FailedMessageStore:
@@ -126,14 +77,14 @@ class FailedMessageStore:
         async def keep(message: FailedMessage, _incoming: AbstractIncomingMessage) -> None:
             found.append(message)
 
-        await self._sweep(queue, selection, _Callback(keep), limit=limit, progress=progress)
+        await self._sweep(queue, selection, Look(keep), limit=limit, progress=progress)
         return found
 
     async def export(
         self, queue: str, selection: Selection, out: BinaryIO, *, progress: Progress | None = None
     ) -> int:
         """Write matching messages as archive lines; they stay in the queue."""
-        move = _Archive(out, queue, ack=False)
+        move = Archive(out, queue, ack=False)
         report = await self._sweep(queue, selection, move, progress=progress)
         return report.matched
 
@@ -153,7 +104,7 @@ class FailedMessageStore:
             return await self._dry_run(queue, selection, progress)
         async with self._connection.channel(publisher_confirms=True, on_return_raises=True) as out:
             requeue = await out.get_exchange(self._names.requeue, ensure=False)
-            move = _Replay(requeue, self._timeout_s, edit)
+            move = Replay(requeue, self._timeout_s, edit)
             return await self._sweep(queue, selection, move, progress=progress, report=move.report)
 
     async def forward(
@@ -170,7 +121,7 @@ class FailedMessageStore:
             return await self._dry_run(queue, selection, progress)
         async with self._connection.channel(publisher_confirms=True) as out:
             ingress = await out.get_exchange(self._names.ingress, ensure=False)
-            move = _Forward(ingress, self._timeout_s, routing_key)
+            move = Forward(ingress, self._timeout_s, routing_key)
             return await self._sweep(queue, selection, move, progress=progress, report=move.report)
 
     async def discard(
@@ -185,7 +136,7 @@ class FailedMessageStore:
         """Remove; with `archive`, each message is written and synced there before its ack."""
         if dry_run:
             return await self._dry_run(queue, selection, progress)
-        move: _Move = _Archive(archive, queue, ack=True) if archive else _Drop()
+        move: Move = Archive(archive, queue, ack=True) if archive else Drop()
         return await self._sweep(queue, selection, move, progress=progress)
 
     async def import_archive(
@@ -219,9 +170,7 @@ class FailedMessageStore:
         self, queue: str, selection: Selection, progress: Progress | None
     ) -> MoveReport:
         """What a move would take: the same sweep, settling nothing."""
-        return await self._sweep(
-            queue, selection, _Callback(_nothing), progress=progress, dry_run=True
-        )
+        return await self._sweep(queue, selection, Look(nothing), progress=progress, dry_run=True)
 
     # -- the one loop every operation uses --------------------------------------------------
 
@@ -229,7 +178,7 @@ class FailedMessageStore:
         self,
         queue: str,
         selection: Selection,
-        move: _Move,
+        move: Move,
         *,
         limit: int | None = None,
         progress: Progress | None = None,
@@ -271,7 +220,7 @@ class FailedMessageStore:
                     if selection.matches(message, now=now):
                         acted_on.add(message.id)
                         report.matched += 1
-                        if dry_run or not isinstance(move, _Publishing):
+                        if dry_run or not move.reports_ids:
                             report.ids.append(message.id)
                         await move.take(message, incoming)
                     if progress:
@@ -303,177 +252,3 @@ async def _await_depth(channel: AbstractChannel, queue: str, expected: int) -> N
         if asyncio.get_running_loop().time() > deadline:
             return  # someone else is consuming; nothing to wait for
         await asyncio.sleep(0.02)
-
-
-async def _nothing(_message: FailedMessage, _incoming: AbstractIncomingMessage) -> None:
-    return None
-
-
-class _Callback:
-    moves = False
-
-    def __init__(
-        self, call: Callable[[FailedMessage, AbstractIncomingMessage], Awaitable[None]]
-    ) -> None:
-        self._call = call
-
-    @property
-    def settled(self) -> int:
-        return 0
-
-    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
-        await self._call(message, incoming)
-
-    async def finish(self) -> None:
-        return None
-
-
-class _Drop:
-    """Ack at once (`--no-archive`, chosen explicitly)."""
-
-    moves = True
-
-    def __init__(self) -> None:
-        self.acks = 0
-
-    @property
-    def settled(self) -> int:
-        return self.acks
-
-    async def take(self, _message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
-        await incoming.ack()
-        self.acks += 1
-
-    async def finish(self) -> None:
-        return None
-
-
-class _Archive:
-    """Write archive lines; when moving, sync them to disk before acking their messages."""
-
-    def __init__(self, out: BinaryIO, queue: str, *, ack: bool) -> None:
-        self.moves = ack
-        self._out = out
-        self._queue = queue
-        self._ack = ack
-        self._pending: list[AbstractIncomingMessage] = []
-        self.acks = 0
-
-    @property
-    def settled(self) -> int:
-        return self.acks
-
-    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
-        self._out.write(to_archive_line(message, queue=self._queue))
-        if self._ack:
-            self._pending.append(incoming)
-            if len(self._pending) >= _ARCHIVE_SYNC_EVERY:
-                await self.finish()
-
-    async def finish(self) -> None:
-        self._out.flush()
-        # Not a real file (a pipe, a buffer): nothing to sync.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.fsync(self._out.fileno())
-        for incoming in self._pending:
-            await incoming.ack()
-            self.acks += 1
-        self._pending.clear()
-
-
-class _Publishing:
-    """Publish a copy per message (a window of confirms in flight), ack each once confirmed."""
-
-    moves = True
-
-    def __init__(self, timeout_s: float) -> None:
-        self._timeout_s = timeout_s
-        self._window = asyncio.Semaphore(_PUBLISH_WINDOW)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.report = MoveReport()
-
-    @property
-    def settled(self) -> int:
-        return self.report.moved
-
-    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
-        raise NotImplementedError
-
-    async def take(self, message: FailedMessage, incoming: AbstractIncomingMessage) -> None:
-        try:
-            exchange, copy, routing_key = self._copy(message)
-        except HoplineError as exc:
-            self.report.failures.append((message.id, str(exc)))
-            return
-        await self._window.acquire()
-        task = asyncio.create_task(
-            self._publish_then_ack(message, incoming, exchange, copy, routing_key)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _publish_then_ack(
-        self,
-        message: FailedMessage,
-        incoming: AbstractIncomingMessage,
-        exchange: AbstractExchange,
-        copy: aio_pika.Message,
-        routing_key: str,
-    ) -> None:
-        try:
-            await exchange.publish(copy, routing_key, timeout=self._timeout_s)
-        except Exception as exc:  # the original stays where it is
-            self.report.failures.append((message.id, _publish_failure(exc)))
-        else:
-            await incoming.ack()
-            self.report.moved += 1
-            self.report.ids.append(message.id)
-        finally:
-            self._window.release()
-
-    async def finish(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
-
-
-def _publish_failure(exc: Exception) -> str:
-    if isinstance(exc, aio_pika.exceptions.PublishError):
-        return "no queue took the copy (does its origin queue still exist?)"
-    return f"{type(exc).__name__}: {exc}"
-
-
-class _Replay(_Publishing):
-    def __init__(self, requeue: AbstractExchange, timeout_s: float, edit: Edit | None) -> None:
-        super().__init__(timeout_s)
-        self._requeue = requeue
-        self._edit = edit
-
-    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
-        if not message.origin_queue:
-            raise HoplineError("its origin queue is unknown (no x-hopline-queue, no x-death)")
-        now = datetime.now(UTC)
-        if self._edit is None:
-            return self._requeue, replay_copy(message, replayed_at=now), ""
-        copy = replay_copy(
-            message,
-            replayed_at=now,
-            body=self._edit.body,
-            extra_headers=self._edit.headers,
-            new_message_id=str(uuid.uuid4()),
-        )
-        return self._requeue, copy, ""
-
-
-class _Forward(_Publishing):
-    def __init__(
-        self, ingress: AbstractExchange, timeout_s: float, routing_key: str | None
-    ) -> None:
-        super().__init__(timeout_s)
-        self._ingress = ingress
-        self._routing_key = routing_key
-
-    def _copy(self, message: FailedMessage) -> tuple[AbstractExchange, aio_pika.Message, str]:
-        key = self._routing_key or message.routing_key
-        copy = forward_copy(message)
-        copy.headers.pop(h.ROUTING_KEY, None)
-        return self._ingress, copy, key
