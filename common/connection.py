@@ -121,7 +121,13 @@ async def _open_first(
                 client_properties=properties,
                 ssl_context=context,
             )
-            await connection.connect(timeout=timeout_s)
+            try:
+                await connection.connect(timeout=timeout_s)
+            except BaseException:
+                # Closed here, not by aio-pika's __del__ at some later garbage collection,
+                # which schedules a close() nobody awaits.
+                await connection.close()
+                raise
             return connection
         except Exception:
             if index == len(urls) - 1:
