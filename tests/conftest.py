@@ -6,7 +6,6 @@ tier without anyone remembering to decorate a test.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +21,7 @@ from common.local_broker import (
     stop_local_broker,
 )
 from tests.support.broker import BrokerEndpoint, Management, Vhost, Vhosts, provide_broker
+from tests.support.needs import missing
 
 _TIERS = ("unit", "integration", "e2e")
 _TESTS_DIR = Path(__file__).parent
@@ -71,10 +71,7 @@ def private_broker() -> Iterator[LocalBroker]:
     Never the session's broker: other tests must not see it go away.
     """
     if not rabbitmq_server_available():
-        message = "this test stops a broker and needs `rabbitmq-server` on PATH for its own node"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("this test stops a broker and needs `rabbitmq-server` on PATH for its own node")
     base_dir = Path(tempfile.mkdtemp(prefix="hopline-private-broker-"))
     node = start_local_broker(base_dir)
     try:

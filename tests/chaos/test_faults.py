@@ -8,7 +8,6 @@ times and counts are reported in the table at the end of the run, never asserted
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import tempfile
@@ -37,6 +36,7 @@ from tests.support.chaos import (
     settle,
     tally,
 )
+from tests.support.needs import missing
 from tests.support.proxy import TcpProxy
 
 # Services reconnect every second (aio-pika's default is 5 s) so a scenario stays short.
@@ -219,9 +219,7 @@ async def test_memory_alarm_blocks_publishers(private_broker: LocalBroker, tmp_p
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalBroker]]:
     """Three private nodes joined into one RabbitMQ cluster (`rabbitmqctl join_cluster`)."""
     if not rabbitmq_server_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("the cluster scenario needs `rabbitmq-server` on PATH")
-        pytest.skip("the cluster scenario needs `rabbitmq-server` on PATH")
+        missing("the cluster scenario needs `rabbitmq-server` on PATH")
     bases = [Path(tempfile.mkdtemp(prefix=f"hopline-cluster-{i}-")) for i in range(3)]
     nodes: list[LocalBroker] = []
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from common.local_broker import free_port
 from tests.support.broker import BrokerEndpoint, Vhost
+from tests.support.needs import missing
 from tests.support.pipeline import drain, queue_depth
 from tests.support.processes import service_process
 from tests.support.quarantine import seed_quarantine
@@ -23,10 +23,7 @@ TOKEN = "page-token"
 @pytest.fixture
 def chromium_path() -> str:
     if CHROMIUM is None:
-        message = "the admin page test needs Chromium (`make browser` installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("the admin page test needs Chromium (`make browser` installs it)")
     return CHROMIUM
 
 

@@ -8,7 +8,6 @@ tests; it imports the file exactly as an operator would, with `rabbitmqctl impor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from common.local_broker import (
 )
 from common.settings import HoplineSettings
 from consumer import PermanentError, Registry
+from tests.support.needs import missing
 from tests.support.pipeline import (
     FAST_RETRY_DELAYS_S,
     consumer_settings,
@@ -105,10 +105,7 @@ def _export(base_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def secured() -> Iterator[SecuredNode]:
     if not rabbitmq_server_available():
-        message = "least-privilege tests need `rabbitmq-server` on PATH for a node of their own"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("least-privilege tests need `rabbitmq-server` on PATH for a node of their own")
     base_dir = Path(tempfile.mkdtemp(prefix="hopline-secured-"))
     base_dir.chmod(0o755)
     node = start_local_broker(base_dir / "node")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from common.local_broker import (
 from common.settings import HoplineSettings
 from consumer import Registry
 from consumer.worker import Worker
+from tests.support.needs import missing
 from tests.support.pipeline import (
     consumer_settings,
     producer_client,
@@ -51,10 +51,7 @@ class TlsNode:
 @pytest.fixture(scope="module")
 def tls_node() -> Iterator[TlsNode]:
     if not rabbitmq_server_available():
-        message = "TLS tests need `rabbitmq-server` on PATH for a node of their own"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("TLS tests need `rabbitmq-server` on PATH for a node of their own")
     base_dir = Path(tempfile.mkdtemp(prefix="hopline-tls-"))
     base_dir.chmod(0o755)
     node_dir = base_dir / "node"

@@ -45,6 +45,7 @@ from common.local_broker import (
     start_local_broker,
     stop_local_broker,
 )
+from tests.support.needs import missing
 
 __all__ = [
     "AMQP_URL_ENV",
@@ -327,9 +328,7 @@ def _no_broker(reasons: list[str]) -> NoReturn:
         f"plugin; {MANAGEMENT_URL_ENV} if not http://HOST:15672), start Docker, or install "
         "rabbitmq-server."
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    missing(message)
 
 
 # --- readiness ---------------------------------------------------------------------------
