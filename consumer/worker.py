@@ -63,6 +63,9 @@ class Worker:
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
         self._default_policy = RetryPolicy(5, tuple(settings.retry_delays_s))
+        # Built once: `settings.priority_order` makes a new tuple on every call, and decoding
+        # needs it for every delivery.
+        self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
         self._buffer: PriorityBuffer[_Delivery] = PriorityBuffer()
         self._connection: AbstractRobustConnection | None = None
@@ -180,7 +183,7 @@ class Worker:
         try:
             try:
                 envelope = decode_delivery(
-                    incoming, priority=delivery.priority, priorities=self.settings.priority_order
+                    incoming, priority=delivery.priority, priorities=self._priorities
                 )
             except UndecodableMessageError as exc:
                 outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
