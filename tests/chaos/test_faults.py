@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,8 +32,8 @@ from tests.support.chaos import (
     Pipeline,
     consumer_count,
     quarantined_numbers,
-    settle,
     tally,
+    through_fault,
 )
 from tests.support.needs import missing
 from tests.support.proxy import TcpProxy
@@ -52,14 +51,13 @@ async def test_broker_killed_and_restarted_mid_stream(
         await pipeline.wait_ready(node.amqp_url, consumers=2)
         # Given a stream of 3 000 numbered messages at 150 per second
         stream = HttpStream(pipeline.port, 3000, rate_per_s=150)
-        sending = asyncio.create_task(stream.run())
+
         # When the broker is SIGKILLed a third of the way in, and started again
-        await stream.wait_sent(1000)
-        fault_at = time.time()
-        await asyncio.to_thread(kill_local_broker, node)
-        await asyncio.to_thread(restart_local_broker, node)
-        await sending
-        records = await settle(stream, pipeline.records)
+        async def fault() -> None:
+            await asyncio.to_thread(kill_local_broker, node)
+            await asyncio.to_thread(restart_local_broker, node)
+
+        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
         # Then the same consumer processes are consuming again (no restart) ...
         assert [process.poll() for process in consumers] == [None, None]
         assert await consumer_count(node.amqp_url) == 2, "consumers did not come back"
@@ -81,13 +79,12 @@ async def test_consumer_sigkilled_with_handlers_running(amqp_url: str, tmp_path:
         await pipeline.wait_ready(amqp_url, consumers=2)
         # Given 3 000 messages whose handlers take 50 ms, 16 at a time per consumer
         stream = HttpStream(pipeline.port, 3000, rate_per_s=150, sleep_s=0.05)
-        sending = asyncio.create_task(stream.run())
+
         # When one consumer is SIGKILLed a third of the way in, handlers running
-        await stream.wait_sent(1000)
-        fault_at = time.time()
-        victim.send_signal(signal.SIGKILL)
-        await sending
-        records = await settle(stream, pipeline.records)
+        async def fault() -> None:
+            victim.send_signal(signal.SIGKILL)
+
+        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
         result = tally(
             "consumer SIGKILL, handlers running",
             stream,
@@ -113,14 +110,15 @@ async def test_sigterm_under_load(amqp_url: str, tmp_path: Path) -> None:
         stopping, staying = pipeline.start_consumer(), pipeline.start_consumer()
         await pipeline.wait_ready(amqp_url, consumers=2)
         stream = HttpStream(pipeline.port, 3000, rate_per_s=150, sleep_s=0.05)
-        sending = asyncio.create_task(stream.run())
+        exit_code: int | None = None
+
         # When one consumer gets SIGTERM a third of the way in
-        await stream.wait_sent(1000)
-        fault_at = time.time()
-        stopping.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.to_thread(stopping.wait, 30)
-        await sending
-        records = await settle(stream, pipeline.records)
+        async def fault() -> None:
+            nonlocal exit_code
+            stopping.send_signal(signal.SIGTERM)
+            exit_code = await asyncio.to_thread(stopping.wait, 30)
+
+        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
         result = tally(
             "consumer SIGTERM under load",
             stream,
@@ -159,12 +157,10 @@ async def test_connections_cut_through_a_tcp_proxy(
             await pipeline.wait_ready(amqp_url, consumers=2)
             connections_before = proxy.connections_seen
             stream = HttpStream(pipeline.port, 2000, rate_per_s=150)
-            sending = asyncio.create_task(stream.run())
-            await stream.wait_sent(600)
-            fault_at = time.time()
-            await _inject(proxy, fault)
-            await sending
-            records = await settle(stream, pipeline.records)
+
+            fault_at, records = await through_fault(
+                stream, pipeline.records, after=600, fault=lambda: _inject(proxy, fault)
+            )
             assert [process.poll() for process in consumers] == [None, None]
             result = tally(
                 f"TCP proxy: {fault}",
@@ -187,15 +183,14 @@ async def test_memory_alarm_blocks_publishers(private_broker: LocalBroker, tmp_p
         pipeline.start_consumer()
         await pipeline.wait_ready(node.amqp_url, consumers=1)
         stream = HttpStream(pipeline.port, 2000, rate_per_s=150)
-        sending = asyncio.create_task(stream.run())
+
         # When the broker raises a memory alarm a third of the way in, for 5 seconds
-        await stream.wait_sent(600)
-        fault_at = time.time()
-        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.0000001")
-        await asyncio.sleep(5)  # the alarm's own length
-        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
-        await sending
-        records = await settle(stream, pipeline.records)
+        async def fault() -> None:
+            await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.0000001")
+            await asyncio.sleep(5)  # the alarm's own length
+            await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
+
+        fault_at, records = await through_fault(stream, pipeline.records, after=600, fault=fault)
         refused = [a for a in stream.answers.values() if a.status == 503]
         result = tally(
             "memory alarm (publishers blocked)",
@@ -253,14 +248,13 @@ async def test_a_cluster_node_stopped_and_restarted_mid_stream(
             first.ctl, "list_queues", "name", "type", "members", "--formatter", "json"
         )
         stream = HttpStream(pipeline.port, 3000, rate_per_s=150)
-        sending = asyncio.create_task(stream.run())
+
         # When the node every client is connected to stops a third of the way in, then returns
-        await stream.wait_sent(1000)
-        fault_at = time.time()
-        await asyncio.to_thread(stop_local_broker, first)
-        await asyncio.to_thread(restart_local_broker, first)
-        await sending
-        records = await settle(stream, pipeline.records)
+        async def fault() -> None:
+            await asyncio.to_thread(stop_local_broker, first)
+            await asyncio.to_thread(restart_local_broker, first)
+
+        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
         # Then the same consumer processes consume again, from the other nodes
         assert [process.poll() for process in consumers] == [None, None]
         assert await consumer_count(second.amqp_url) == 2

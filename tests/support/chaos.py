@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "consumer_count",
     "format_table",
     "tally",
+    "through_fault",
 ]
 
 NAMES = Names()
@@ -188,6 +190,25 @@ async def settle(
         if not missing or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.5)
+
+
+async def through_fault(
+    stream: HttpStream,
+    records_path: Path,
+    *,
+    after: int,
+    fault: Callable[[], Awaitable[object]],
+) -> tuple[float, list[dict[str, object]]]:
+    """Send the stream, inject `fault` once `after` messages went out, wait until all settles.
+
+    Returns when the fault began (wall clock) and the handlers' records.
+    """
+    sending = asyncio.create_task(stream.run())
+    await stream.wait_sent(after)
+    fault_at = time.time()
+    await fault()
+    await sending
+    return fault_at, await settle(stream, records_path)
 
 
 async def quarantined_numbers(amqp_url: str) -> set[int]:
