@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from common import headers as h
+from common.envelope import IncomingLike
 from common.failed import EDITED_FROM, REPLAY_COUNT, REPLAYED_AT, FailedMessage
 
-__all__ = ["failure_copy", "forward_copy", "replay_copy", "retry_copy"]
+__all__ = ["CopySource", "failure_copy", "forward_copy", "replay_copy", "retry_copy"]
+
+
+class CopySource(IncomingLike, Protocol):
+    """What a copy reads of a delivery: an aio-pika `IncomingMessage` or a consumer's
+    `Delivery` (the same attribute names)."""
+
+    @property
+    def priority(self) -> int | None: ...
+    @property
+    def reply_to(self) -> str | None: ...
+
 
 # The broker owns these; a copy published by a client must not carry a stale history.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
@@ -30,7 +41,7 @@ def _kept_headers(source: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _copy(
-    incoming: AbstractIncomingMessage,
+    incoming: CopySource,
     headers: dict[str, Any],
     message_type: str | None,
     message_id: str | None,
@@ -53,7 +64,7 @@ def _copy(
 
 
 def retry_copy(
-    incoming: AbstractIncomingMessage,
+    incoming: CopySource,
     *,
     origin_queue: str,
     original_routing_key: str,
@@ -74,7 +85,7 @@ def retry_copy(
 
 
 def failure_copy(
-    incoming: AbstractIncomingMessage,
+    incoming: CopySource,
     *,
     origin_queue: str,
     original_routing_key: str,

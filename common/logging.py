@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 import structlog
 
 from common.redact import redact_event
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "dumps_json_line", "get_logger"]
 
 get_logger = structlog.get_logger
+
+
+def dumps_json_line(event: Any, **kwargs: Any) -> bytes:
+    """orjson, which renders a consumer's per-message line several times faster than `json`;
+    the standard library for what orjson refuses (integers beyond 64 bits, which a foreign
+    message may carry into a logged header), so a log line never fails."""
+    try:
+        return orjson.dumps(event, default=kwargs.get("default"))
+    except orjson.JSONEncodeError:
+        return json.dumps(event, default=repr, ensure_ascii=False).encode()
 
 
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
-    )
+    renderer: structlog.typing.Processor
+    logger_factory: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer()
+        logger_factory = structlog.PrintLoggerFactory(sys.stderr)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=dumps_json_line)
+        logger_factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -34,7 +51,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
     # aio-pika and uvicorn log through the standard library; keep their warnings visible.

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aiormq.abc
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from common.copies import failure_copy, retry_copy
 from common.logging import get_logger
 from common.names import Names
+from consumer.delivery import Delivery
 from consumer.policy import Outcome, Quarantine, Retry
 
 __all__ = ["AckBatcher", "AckWindow", "DeliveryContext", "Settler"]
@@ -110,24 +111,22 @@ class AckBatcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hopline-acks")
 
-    def mark(self, incoming: AbstractIncomingMessage) -> bool:
-        """Ack `incoming` soon; False if its channel is gone (the broker will redeliver)."""
-        channel = _channel_of(incoming)
-        if channel is None or incoming.delivery_tag is None:
+    def mark(self, channel: aiormq.abc.AbstractChannel, delivery_tag: int) -> bool:
+        """Ack `delivery_tag` soon; False if its channel is gone (the broker will redeliver)."""
+        if channel.is_closed:
             return False
         window = self._windows.get(channel)
         if window is None:
             window = self._windows[channel] = AckWindow()
-        window.mark(incoming.delivery_tag)
+        window.mark(delivery_tag)
         self._wakeup.set()
         return True
 
-    def settled(self, incoming: AbstractIncomingMessage) -> None:
-        """`incoming` was settled on its own (rejected): later runs may pass over its tag."""
-        channel = _channel_of(incoming)
-        window = self._windows.get(channel) if channel is not None else None
-        if window is not None and incoming.delivery_tag is not None:
-            window.settle(incoming.delivery_tag)
+    def settled(self, channel: aiormq.abc.AbstractChannel, delivery_tag: int) -> None:
+        """`delivery_tag` was settled on its own (rejected): later runs may pass over it."""
+        window = self._windows.get(channel)
+        if window is not None:
+            window.settle(delivery_tag)
 
     async def _run(self) -> None:
         while True:
@@ -166,13 +165,6 @@ class AckBatcher:
         await self.flush()
 
 
-def _channel_of(incoming: AbstractIncomingMessage) -> aiormq.abc.AbstractChannel | None:
-    try:
-        return incoming.channel
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        return None
-
-
 class Settler:
     """Publishes retry and quarantine copies with confirms on its own channel; acks through
     the `AckBatcher`."""
@@ -200,13 +192,13 @@ class Settler:
         self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
 
-    def ack(self, incoming: AbstractIncomingMessage) -> bool:
+    def ack(self, delivery: Delivery) -> bool:
         """Mark for ack (sent within this event-loop turn); False if the channel is gone."""
-        if self._acks.mark(incoming):
+        if self._acks.mark(delivery.channel, delivery.delivery_tag):
             return True
         _log.warning(
             "settle.failed",
-            delivery_tag=incoming.delivery_tag,
+            delivery_tag=delivery.delivery_tag,
             error="the delivery's channel is closed",
             consequence="the broker redelivers the message",
         )
@@ -214,14 +206,14 @@ class Settler:
 
     async def retry(
         self,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         decision: Retry,
         context: DeliveryContext,
         outcome: Outcome,
     ) -> bool:
         assert self._retry is not None, "Settler.open() was not awaited"
         copy = retry_copy(
-            incoming,
+            delivery,
             origin_queue=context.origin_queue,
             original_routing_key=context.original_routing_key,
             next_attempt=decision.next_attempt,
@@ -231,18 +223,18 @@ class Settler:
             error_message=outcome.error_message,
         )
         tier = self._names.retry_queue(decision.delay_s)
-        return await self._forward(incoming, self._retry, copy, tier)
+        return await self._forward(delivery, self._retry, copy, tier)
 
     async def quarantine(
         self,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         decision: Quarantine,
         context: DeliveryContext,
         outcome: Outcome,
     ) -> bool:
         assert self._dlx is not None, "Settler.open() was not awaited"
         copy = failure_copy(
-            incoming,
+            delivery,
             origin_queue=context.origin_queue,
             original_routing_key=context.original_routing_key,
             attempt=context.attempt,
@@ -254,11 +246,11 @@ class Settler:
             reason=decision.reason,
             consumer=self._consumer_name,
         )
-        return await self._forward(incoming, self._dlx, copy, self._service)
+        return await self._forward(delivery, self._dlx, copy, self._service)
 
     async def _forward(
         self,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         exchange: AbstractExchange,
         copy: aio_pika.Message,
         routing_key: str,
@@ -274,20 +266,21 @@ class Settler:
                 error=f"{type(exc).__name__}: {exc}",
                 fallback="reject to the dead-letter exchange",
             )
-            if await _settle(incoming.reject(requeue=False), incoming):
-                self._acks.settled(incoming)
+            if await _reject(delivery):
+                self._acks.settled(delivery.channel, delivery.delivery_tag)
             return False
-        return self.ack(incoming)
+        return self.ack(delivery)
 
 
-async def _settle(action: object, incoming: AbstractIncomingMessage) -> bool:
-    """Await an ack/reject; a lost channel only means the broker will redeliver."""
+async def _reject(delivery: Delivery) -> bool:
+    """Reject without requeue (the broker dead-letters it); a lost channel only means the
+    broker will redeliver."""
     try:
-        await action  # type: ignore[misc]
+        await delivery.channel.basic_reject(delivery.delivery_tag, requeue=False)
     except Exception as exc:
         _log.warning(
             "settle.failed",
-            delivery_tag=incoming.delivery_tag,
+            delivery_tag=delivery.delivery_tag,
             error=f"{type(exc).__name__}: {exc}",
             consequence="the broker redelivers the message",
         )

@@ -12,15 +12,9 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
@@ -33,21 +27,16 @@ from common.settings import ConsumerSettings
 from common.topology import Topology, service_topology
 from consumer.actions import AckBatcher, DeliveryContext, Settler
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
 from consumer.registry import HandlerSpec, Registry
-from consumer.scheduler import PriorityBuffer
+from consumer.scheduler import PrioritySlots
+from consumer.subscription import Subscription
 
 __all__ = ["Worker"]
 
 _log = get_logger("hopline.consumer")
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    incoming: AbstractIncomingMessage
-    queue: str
-    priority: str
 
 
 class Worker:
@@ -67,17 +56,14 @@ class Worker:
         # needs it for every delivery.
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
-        self._buffer: PriorityBuffer[_Delivery] = PriorityBuffer()
+        self._slots = PrioritySlots(settings.concurrency)
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
         self._settler: Settler | None = None
         self._acks = AckBatcher()
-        self._consumers: list[tuple[AbstractQueue, str]] = []
-        # Per work queue: its channel and callback, to consume again after a pause.
-        self._deliver_to: dict[str, tuple[AbstractChannel, AbstractQueue, _OnDelivery]] = {}
+        self._subscriptions: list[Subscription] = []
         self._breaker = _breaker(settings)
         self._pausing: asyncio.Task[None] | None = None
-        self._slots: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
@@ -122,10 +108,6 @@ class Worker:
             )
             await self._settler.open()
             self._acks.start()
-            self._slots = [
-                asyncio.create_task(self._run_slot(), name=f"hopline-slot-{i}")
-                for i in range(settings.concurrency)
-            ]
             for priority in settings.served_priorities:
                 await self._consume(priority)
         except BaseException:
@@ -148,42 +130,42 @@ class Worker:
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.settings.effective_prefetch)
         spec = self._topology.queue(name)
-        queue = await channel.declare_queue(name, durable=True, arguments=dict(spec.argument_items))
+        # Declared through the channel, so aio-pika declares it again when the channel reopens.
+        await channel.declare_queue(name, durable=True, arguments=dict(spec.argument_items))
 
-        async def on_delivery(incoming: AbstractIncomingMessage) -> None:
-            self._buffer.put(rank, _Delivery(incoming, name, priority))
+        async def on_delivery(raw: DeliveredMessage) -> None:
+            await self._handle(Delivery(raw, name, priority, rank))
 
-        tag = await queue.consume(on_delivery, no_ack=False)
-        self._consumers.append((queue, tag))
-        self._deliver_to[name] = (channel, queue, on_delivery)
+        subscription = Subscription(channel, name, on_delivery, on_cancelled=self._redeclare)
+        await subscription.start()
+        self._subscriptions.append(subscription)
 
     async def _redeclare(self, *_args: object) -> None:
         if self._connection is not None and self._topology is not None:
             await declare_topology(self._connection, self._topology)
             _log.info("topology.redeclared", service=self.service)
 
-    async def _run_slot(self) -> None:
-        while True:
-            delivery = await self._buffer.get()
-            try:
-                await self._process(delivery)
-            except Exception:  # a bug of ours must not kill the slot; the broker redelivers
-                _log.exception("delivery.crashed", queue=delivery.queue)
-            finally:
-                self._buffer.done()
+    async def _handle(self, delivery: Delivery) -> None:
+        """Runs in the task aiormq started for this delivery, once a handler slot is free."""
+        await self._slots.acquire(delivery.rank)
+        try:
+            await self._process(delivery)
+        except Exception:  # a bug of ours must not go unseen; the broker redelivers
+            _log.exception("delivery.crashed", queue=delivery.queue)
+        finally:
+            self._slots.release()
 
-    async def _process(self, delivery: _Delivery) -> None:
-        incoming = delivery.incoming
-        attempt = read_attempt(incoming.headers)
+    async def _process(self, delivery: Delivery) -> None:
+        attempt = read_attempt(delivery.headers)
         # Bound and reset by token: cheaper than `bound_contextvars`, which copies the whole
         # context on every message. `type` is bound once the envelope says what it is.
         tokens = bind_contextvars(
-            message_id=incoming.message_id, queue=delivery.queue, attempt=attempt, type=None
+            message_id=delivery.message_id, queue=delivery.queue, attempt=attempt, type=None
         )
         try:
             try:
                 envelope = decode_delivery(
-                    incoming, priority=delivery.priority, priorities=self._priorities
+                    delivery, priority=delivery.queue_priority, priorities=self._priorities
                 )
             except UndecodableMessageError as exc:
                 outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
@@ -191,8 +173,8 @@ class Worker:
                     delivery,
                     decide(outcome, attempt, self._default_policy),
                     attempt,
-                    incoming.type,
-                    incoming.message_id,
+                    delivery.type,
+                    delivery.message_id,
                     outcome,
                 )
                 return
@@ -221,11 +203,11 @@ class Worker:
 
     @staticmethod
     def _context(
-        delivery: _Delivery, attempt: int, message_type: str | None, message_id: str | None
+        delivery: Delivery, attempt: int, message_type: str | None, message_id: str | None
     ) -> DeliveryContext:
         return DeliveryContext(
             origin_queue=delivery.queue,
-            original_routing_key=original_routing_key(delivery.incoming),
+            original_routing_key=original_routing_key(delivery),
             attempt=attempt,
             message_type=message_type,
             message_id=message_id,
@@ -233,7 +215,7 @@ class Worker:
 
     async def _apply(
         self,
-        delivery: _Delivery,
+        delivery: Delivery,
         decision: Ack | Retry | Quarantine,
         attempt: int,
         message_type: str | None,
@@ -242,16 +224,15 @@ class Worker:
     ) -> None:
         settler = self._settler
         assert settler is not None
-        incoming = delivery.incoming
         if self._breaker is not None:
             self._observe(outcome)
         if isinstance(decision, Ack):
-            settler.ack(incoming)
+            settler.ack(delivery)
             _log.info("message.handled", outcome="ack")
             return
         context = self._context(delivery, attempt, message_type, message_id)
         if isinstance(decision, Retry):
-            done = await settler.retry(incoming, decision, context, outcome)
+            done = await settler.retry(delivery, decision, context, outcome)
             _log.warning(
                 "message.handled",
                 outcome="retry" if done else "rejected",
@@ -261,7 +242,7 @@ class Worker:
                 error=outcome.error_message,
             )
         else:
-            done = await settler.quarantine(incoming, decision, context, outcome)
+            done = await settler.quarantine(delivery, decision, context, outcome)
             _log.error(
                 "message.handled",
                 outcome="quarantine" if done else "rejected",
@@ -276,12 +257,12 @@ class Worker:
             self._pausing.cancel()
         await self._cancel_consumers()
         try:
-            await asyncio.wait_for(self._buffer.drained(), timeout=grace_s)
+            await asyncio.wait_for(self._slots.drained(), timeout=grace_s)
         except TimeoutError:
             _log.warning(
                 "consumer.grace_expired",
                 grace_s=grace_s,
-                unfinished=len(self._buffer),
+                unfinished=self._slots.busy + len(self._slots),
                 consequence="unacked messages are redelivered by the broker",
             )
         await self._acks.close()  # the acks of every handler that finished go out now
@@ -289,12 +270,8 @@ class Worker:
         _log.info("consumer.stopped", service=self.service)
 
     async def _cancel_consumers(self) -> None:
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except Exception as exc:  # a closed channel has no consumer left to cancel
-                _log.debug("consumer.cancel_failed", queue=queue.name, error=str(exc))
-        self._consumers.clear()
+        for subscription in self._subscriptions:
+            await subscription.stop()
 
     def _observe(self, outcome: Outcome) -> None:
         """Feed the outage breaker; pause or resume consuming when its state changes."""
@@ -329,16 +306,10 @@ class Worker:
     async def _consume_again(self, prefetch: int) -> None:
         """Consume every work queue again, with `prefetch` unacked deliveries each."""
         await self._cancel_consumers()
-        for channel, queue, on_delivery in self._deliver_to.values():
-            await channel.set_qos(prefetch_count=prefetch)  # applies to the new consumer
-            tag = await queue.consume(on_delivery, no_ack=False)
-            self._consumers.append((queue, tag))
+        for subscription in self._subscriptions:
+            await subscription.start(prefetch=prefetch)  # applies to the new consumer
 
     async def _close(self) -> None:
-        for slot in self._slots:
-            slot.cancel()
-        await asyncio.gather(*self._slots, return_exceptions=True)
-        self._slots.clear()
         await self._acks.close()
         if self._connection is not None:
             await self._connection.close()
@@ -346,7 +317,6 @@ class Worker:
         self.ready.clear()
 
 
-_OnDelivery = Callable[[AbstractIncomingMessage], Awaitable[None]]
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).
 _BREAKER_COUNTS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.RETRYABLE, OutcomeKind.TIMEOUT})
 

@@ -306,3 +306,33 @@ async def test_handlers_for_the_highest_priority_go_first(amqp_url: str) -> None
     # (the very first deliveries may race in before the others arrive).
     tail = order[3:]
     assert tail == sorted(tail, key=["high", "normal", "low"].index), order
+
+
+async def test_a_consumer_whose_queue_was_deleted_declares_it_again_and_goes_on(
+    amqp_url: str,
+) -> None:
+    # Given a running consumer
+    registry = Registry("phoenix")
+    seen = Recorder()
+
+    @registry.handler("birds.seen")
+    async def birds(payload: Any, envelope: Envelope) -> None:
+        seen.record(payload, envelope)
+
+    queue = NAMES.work_queue("phoenix", "normal")
+    async with running_worker(consumer_settings(amqp_url), registry):
+        # When someone deletes its queue (the broker cancels the consumer)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(queue)
+
+        # Then the queue and its bindings come back, and new messages are handled
+        async def handled_after_repair() -> bool:
+            await publish_raw(
+                amqp_url, NAMES.ingress, "normal.birds.seen", aio_pika.Message(b'{"n": 1}')
+            )
+            return bool(seen.calls)
+
+        await wait_until(handled_after_repair, timeout_s=15, interval_s=0.5)
+    assert seen.payloads()[0] == {"n": 1}
