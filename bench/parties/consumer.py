@@ -35,12 +35,10 @@ _PROBE_TYPE = "bench.probe"
 async def run(args: dict[str, Any]) -> dict[str, Any]:
     mode: str = args["mode"]
     count: int = args["count"]
+    # Without `concurrency`/`prefetch` the worker runs with hopline's defaults.
+    sizes = {name: args[name] for name in ("concurrency", "prefetch") if args.get(name)}
     settings = consumer_settings(
-        args["amqp_url"],
-        args["queue_type"],
-        concurrency=args["concurrency"],
-        prefetch=args["prefetch"],
-        log_level=args.get("log_level", "info"),
+        args["amqp_url"], args["queue_type"], log_level=args.get("log_level", "info"), **sizes
     )
     # As deployed: the default level (info), JSON lines on stderr (the party's log file).
     configure_logging(settings.log_level, settings.log_format)
