@@ -24,11 +24,15 @@ async def drain(ctx: Context) -> None:
         references: dict[str, float] = {}
         # The second opinions (raw on uvloop, hopline at log level warning) drain half as
         # many messages, to keep `make bench` under 10 minutes; rates compare all the same.
-        for loop, size in (("asyncio", n), ("uvloop", n // 2)):
+        for party, loop, size in (
+            ("raw_consume", "asyncio", n),
+            ("raw_consume", "uvloop", n // 2),
+            ("aiormq_consume", "uvloop", n // 2),
+        ):
             publish_rates.append((await ctx.fill(url, size))["rate"])
             result = await ctx.run_party(
-                "raw_consume",
-                f"raw aio-pika consume+ack ({loop})",
+                party,
+                f"{party.replace('_', ' ')} ({loop})",
                 size,
                 amqp_url=url,
                 queue=queue,
@@ -36,7 +40,7 @@ async def drain(ctx: Context) -> None:
                 loop=loop,
                 **common,
             )
-            references[loop] = result["rate"]
+            references[party if party != "raw_consume" else loop] = result["rate"]
         runs: dict[str, dict[str, Any]] = {}
         for log_level, size in (("info", n), ("warning", n // 2)):
             publish_rates.append((await ctx.fill(url, size))["rate"])
@@ -99,6 +103,17 @@ async def drain(ctx: Context) -> None:
             "raw aio-pika consume+ack (uvloop)",
         )
     )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same, vs bare aiormq, no handler, multiple acks (uvloop): the client's ceiling",
+            result["rate"],
+            "msg/s",
+            references["aiormq_consume"],
+            "bare aiormq consume, multiple acks (uvloop)",
+        )
+    )
+    ctx.shared["aiormq_ceiling"] = references["aiormq_consume"]
     ctx.add(
         Row(
             ctx.queue_type,

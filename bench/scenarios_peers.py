@@ -90,6 +90,19 @@ async def peers(ctx: Context) -> None:
                 3.0,
             )
         )
+        ceiling = ctx.shared.get("aiormq_ceiling")
+        if ceiling:
+            ctx.add(
+                Row(
+                    ctx.queue_type,
+                    "  bare aiormq (no handler, multiple acks) vs the fastest peer: the most "
+                    "any aio-pika consumer could reach",
+                    ceiling,
+                    "msg/s",
+                    rates[fastest],
+                    f"{fastest} drain",
+                )
+            )
 
 
 def _missing(ctx: Context, hopline: float | None, label: str, reason: str) -> Row:

@@ -16,6 +16,7 @@ from bench.child import emit
 _PARTIES = {
     "raw_publish": "bench.parties.raw:publish",
     "raw_consume": "bench.parties.raw:consume",
+    "aiormq_consume": "bench.parties.raw:aiormq_consume",
     "hopline_consumer": "bench.parties.consumer:run",
     "http_load": "bench.parties.http_load:run",
     "dramatiq_fill": "bench.parties.peers:dramatiq_fill",

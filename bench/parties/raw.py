@@ -11,12 +11,14 @@ import time
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from bench.child import emit, progress_while, rss_kib
 from bench.messages import amqp_message
 
-__all__ = ["consume", "publish"]
+__all__ = ["aiormq_consume", "consume", "publish"]
 
 
 async def publish(args: dict[str, Any]) -> dict[str, Any]:
@@ -76,3 +78,47 @@ async def consume(args: dict[str, Any]) -> dict[str, Any]:
     finally:
         await connection.close()
     return {"count": acked, "elapsed_s": elapsed, "rate": acked / elapsed, "rss_peak_kib": peak[0]}
+
+
+async def aiormq_consume(args: dict[str, Any]) -> dict[str, Any]:
+    """The client library's ceiling: aiormq (under aio-pika) with no message object, no
+    handler, and one `basic.ack(multiple=True)` per event-loop turn. Not a fair reference
+    (it handles nothing); it says how fast any aio-pika based consumer could drain here."""
+    count: int = args["count"]
+    connection = await aiormq.connect(args["amqp_url"])
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    peak = [rss_kib()]
+    state = {"seen": 0, "highest": 0, "flush_scheduled": False}
+    sending: set[asyncio.Task[None]] = set()
+
+    def flush() -> None:
+        state["flush_scheduled"] = False
+        task = loop.create_task(channel.basic_ack(state["highest"], multiple=True))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
+    async def on_message(message: DeliveredMessage) -> None:
+        state["seen"] += 1
+        state["highest"] = max(state["highest"], message.delivery.delivery_tag or 0)
+        if not state["flush_scheduled"]:
+            state["flush_scheduled"] = True
+            loop.call_soon(flush)
+        if state["seen"] == count and not done.done():
+            done.set_result(None)
+
+    try:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=args["prefetch"])
+        emit("ready")
+        reporter = asyncio.create_task(progress_while(lambda: state["seen"], peak))
+        started = time.perf_counter()
+        await channel.basic_consume(args["queue"], on_message, no_ack=False)
+        await done
+        elapsed = time.perf_counter() - started
+        reporter.cancel()
+        await asyncio.sleep(0.1)  # the last multiple ack goes out
+    finally:
+        await connection.close()
+    seen = state["seen"]
+    return {"count": seen, "elapsed_s": elapsed, "rate": seen / elapsed, "rss_peak_kib": peak[0]}
