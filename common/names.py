@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ class RoutingKeyError(ValueError):
     """A routing key that is not `<priority>.<message type>`."""
 
 
+@functools.lru_cache(maxsize=4096)
 def is_valid_message_type(message_type: str) -> bool:
+    # Cached: consumers check the type of every delivery, and a service sees few types.
     return len(message_type) <= 200 and _MESSAGE_TYPE_RE.fullmatch(message_type) is not None
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 
 from pydantic import ValidationError
 
 from common.envelope import Envelope
+from consumer.deadlines import Deadlines
 from consumer.errors import PermanentError
 from consumer.policy import Outcome, OutcomeKind
 from consumer.registry import HandlerSpec
@@ -15,8 +15,9 @@ from consumer.registry import HandlerSpec
 __all__ = ["run_handler"]
 
 
-async def run_handler(spec: HandlerSpec, envelope: Envelope) -> Outcome:
-    """Call the handler with its timeout; never raises except on cancellation (shutdown)."""
+async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadlines) -> Outcome:
+    """Call the handler within its time limit; never raises except on cancellation from
+    elsewhere (shutdown)."""
     payload = envelope.payload
     if spec.model is not None:
         try:
@@ -28,24 +29,29 @@ async def run_handler(spec: HandlerSpec, envelope: Envelope) -> Outcome:
                 f"payload does not match {spec.model.__name__}: {_summary(exc)}",
             )
     args = (payload, envelope) if spec.wants_envelope else (payload,)
-    deadline = asyncio.timeout(spec.timeout_s)
+    task = deadlines.start(spec.timeout_s)
     try:
-        async with deadline:
-            await spec.func(*args)
-    except TimeoutError as exc:
-        if deadline.expired():
-            return Outcome(
-                OutcomeKind.TIMEOUT,
-                "HandlerTimeout",
-                f"{spec.name} did not finish within {spec.timeout_s:g} s",
-                _format(exc),
-            )
-        return _failure(OutcomeKind.RETRYABLE, exc)
-    except PermanentError as exc:
-        return _failure(OutcomeKind.PERMANENT, exc)
-    except Exception as exc:  # every other failure is retryable by definition
-        return _failure(OutcomeKind.RETRYABLE, exc)
+        await spec.func(*args)
+    except BaseException as exc:
+        if deadlines.finish(task):  # cut off at its limit, whatever it raised then
+            return _timed_out(spec, exc)
+        if isinstance(exc, PermanentError):
+            return _failure(OutcomeKind.PERMANENT, exc)
+        if isinstance(exc, Exception):  # every other failure is retryable by definition
+            return _failure(OutcomeKind.RETRYABLE, exc)
+        raise  # cancelled from elsewhere (shutdown), or the interpreter is exiting
+    if deadlines.finish(task):  # it swallowed the cancellation and finished late
+        return _timed_out(spec, None)
     return Outcome.success()
+
+
+def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:
+    return Outcome(
+        OutcomeKind.TIMEOUT,
+        "HandlerTimeout",
+        f"{spec.name} did not finish within {spec.timeout_s:g} s",
+        _format(exc) if exc is not None else "",
+    )
 
 
 def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:

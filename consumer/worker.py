@@ -27,6 +27,7 @@ from common.settings import ConsumerSettings
 from common.topology import Topology, service_topology
 from consumer.actions import AckBatcher, DeliveryContext, Settler
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
@@ -57,6 +58,7 @@ class Worker:
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
         self._slots = PrioritySlots(settings.concurrency)
+        self._deadlines = Deadlines()
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
         self._settler: Settler | None = None
@@ -192,7 +194,7 @@ class Worker:
                 )
                 policy = self._default_policy
             else:
-                outcome = await run_handler(spec, envelope)
+                outcome = await run_handler(spec, envelope, self._deadlines)
                 policy = self._policies[spec.type_pattern]
             bind_contextvars(type=envelope.message_type)
             await self._apply(
@@ -316,6 +318,7 @@ class Worker:
 
     async def _close(self) -> None:
         await self._acks.close()
+        await self._deadlines.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

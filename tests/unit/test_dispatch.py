@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from common.envelope import Envelope, new_envelope
+from consumer.deadlines import Deadlines
 from consumer.dispatch import run_handler
 from consumer.errors import PermanentError, RetryableError
 from consumer.policy import OutcomeKind
@@ -35,7 +36,11 @@ def spec_for(
 
 
 async def run(func: Any, envelope: Envelope = ENVELOPE, **options: Any) -> Any:
-    return await run_handler(spec_for(func, **options), envelope)
+    deadlines = Deadlines()
+    try:
+        return await run_handler(spec_for(func, **options), envelope, deadlines)
+    finally:
+        await deadlines.close()
 
 
 async def test_a_handler_that_returns_succeeds() -> None:
@@ -199,3 +204,40 @@ async def test_cancellation_is_not_swallowed() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_handler_that_swallows_the_cut_off_and_finishes_late_is_a_timeout() -> None:
+    # Given a handler that catches the cancellation at its limit and carries on
+    async def handler(payload: Any) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)
+
+    outcome = await run(handler, timeout=0.05)
+
+    assert outcome.kind is OutcomeKind.TIMEOUT
+
+
+async def test_after_a_timeout_the_task_goes_on_undisturbed() -> None:
+    # Given a task whose handler was cut off at its limit
+    async def handler(payload: Any) -> None:
+        await asyncio.sleep(5)
+
+    assert (await run(handler, timeout=0.05)).kind is OutcomeKind.TIMEOUT
+
+    # Then the same task can still wait (nothing left pending against it) and is not cancelling
+    await asyncio.sleep(0.1)
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+
+
+async def test_a_fast_handler_is_never_cut_off_after_it_returned() -> None:
+    deadlines = Deadlines(resolution_s=0.01)
+    spec = spec_for(lambda payload: None, timeout=0.02)
+    try:
+        for _ in range(20):
+            assert (await run_handler(spec, ENVELOPE, deadlines)).ok
+            await asyncio.sleep(0.005)
+    finally:
+        await deadlines.close()
