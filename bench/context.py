@@ -36,8 +36,8 @@ class Config:
     http_duration_s: float = 8.0
     http_concurrency: int = 32
     latency_duration_s: float = 6.0
-    probes: int = 300
-    probe_rate: float = 100.0
+    probes: int = 1000
+    probe_rate: float = 200.0
     prefetch: int = 64
     concurrency: int = 64
     publish_window: int = 1000
