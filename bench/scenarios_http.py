@@ -34,7 +34,7 @@ async def ingestion(ctx: Context) -> None:
                 mode="batch",
                 batch_size=cfg.batch_size,
                 count=cfg.batch_messages,
-                concurrency=4,
+                concurrency=8,
             )
             requests = single["requests"] + batch["requests"]
             producer_rss_mib = producer.rss_kib() / 1024
