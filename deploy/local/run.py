@@ -137,7 +137,14 @@ def send_demo_messages() -> None:
         say(f"POST {message['type']:<16} -> {response.status_code} {response.text}")
 
 
+def _stop_like_ctrl_c(_signum: int, _frame: object) -> None:
+    # `kill`, `timeout` or a supervisor send SIGTERM, whose default ends this process at
+    # once and leaves the services and the private node running: stop them as Ctrl-C does.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     url, management, broker = choose_broker()
     env = {**os.environ, "HOPLINE_AMQP_URL": url, "HOPLINE_PORT": str(PRODUCER_PORT)}
     if management:
