@@ -33,8 +33,7 @@ class Delivery:
     )
 
     def __init__(self, raw: DeliveredMessage, queue: str, queue_priority: str, rank: int) -> None:
-        deliver = raw.delivery
-        assert isinstance(deliver, Basic.Deliver), f"not a consumer delivery: {deliver!r}"
+        deliver = cast(Basic.Deliver, raw.delivery)  # a consumer only gets basic.deliver
         self._deliver = deliver
         self._properties: Basic.Properties = raw.header.properties
         self.body: bytes = raw.body
@@ -43,14 +42,6 @@ class Delivery:
         self.queue = queue
         self.queue_priority = queue_priority
         self.rank = rank  # 0 is the highest priority
-
-    @property
-    def redelivered(self) -> bool:
-        return bool(self._deliver.redelivered)
-
-    @property
-    def exchange(self) -> str:
-        return self._deliver.exchange
 
     @property
     def routing_key(self) -> str:

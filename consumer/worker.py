@@ -149,11 +149,6 @@ class Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         """Runs in the task aiormq started for this delivery, once a handler slot is free."""
-        if delivery.rank:
-            # Below the highest priority, step back once: a higher-priority delivery read off
-            # the socket in the same batch then starts first instead of queueing behind this
-            # batch's lower ones (bench: high-priority p99 under a low backlog about 25 % lower).
-            await asyncio.sleep(0)
         await self._slots.acquire(delivery.rank)
         try:
             await self._process(delivery)
@@ -272,8 +267,7 @@ class Worker:
                 unfinished=self._slots.busy + len(self._slots),
                 consequence="unacked messages are redelivered by the broker",
             )
-        await self._acks.close()  # the acks of every handler that finished go out now
-        await self._close()
+        await self._close()  # first of all, the acks of every handler that finished go out
         _log.info("consumer.stopped", service=self.service)
 
     async def _cancel_consumers(self) -> None:

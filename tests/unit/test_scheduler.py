@@ -129,3 +129,21 @@ async def test_drained_waits_until_no_slot_is_busy() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PrioritySlots(0)
+
+
+async def test_with_free_slots_a_higher_priority_started_in_the_same_turn_goes_first() -> None:
+    # Given free slots, and a low-priority delivery that asks a moment before a high one
+    slots = PrioritySlots(4)
+    order: list[str] = []
+
+    async def run(rank: int, name: str) -> None:
+        await slots.acquire(rank)
+        order.append(name)
+        slots.release()
+
+    low = asyncio.create_task(run(2, "low"))
+    high = asyncio.create_task(run(0, "high"))
+
+    # Then the high one takes its slot first: the low one stepped back once
+    await asyncio.wait_for(asyncio.gather(low, high), 1)
+    assert order == ["high", "low"]
