@@ -26,6 +26,7 @@ from common.operations import NothingSelectedError, Operator, UnknownMessageErro
 from common.quarantine import Edit, MoveReport, QueueMissingError
 from common.selection import Selection, parse_duration
 from common.settings import ProducerSettings
+from producer.state import app_state
 
 __all__ = ["admin_page", "admin_router"]
 
@@ -33,8 +34,7 @@ _bearer = HTTPBearer(auto_error=False, description="HOPLINE_ADMIN_TOKEN")
 
 
 def _settings(request: Request) -> ProducerSettings:
-    settings: ProducerSettings = request.app.state.settings
-    return settings
+    return app_state(request).settings
 
 
 async def require_admin(

@@ -15,7 +15,7 @@ from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.settings import ProducerSettings
-from producer.auth import ApiKey, KeyRing
+from producer.auth import ApiKey
 from producer.publisher import Publisher
 from producer.schemas import (
     BatchIn,
@@ -25,6 +25,7 @@ from producer.schemas import (
     MessageIn,
     Problem,
 )
+from producer.state import app_state
 
 __all__ = ["PayloadTooLarge", "ServiceUnavailable", "router"]
 
@@ -46,16 +47,6 @@ class PayloadTooLarge(Exception):
         self.detail = detail
 
 
-async def _settings(request: Request) -> ProducerSettings:
-    settings: ProducerSettings = request.app.state.settings
-    return settings
-
-
-async def _publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
-
-
 _bearer = HTTPBearer(auto_error=False, description="An ingestion API key (HOPLINE_API_KEYS)")
 
 
@@ -64,7 +55,7 @@ async def _api_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey | None:
     """The caller's key, checked before the body is looked at (None when the API is open)."""
-    keyring: KeyRing = request.app.state.keyring
+    keyring = app_state(request).keyring
     presented = f"Bearer {credentials.credentials}" if credentials is not None else None
     return keyring.authenticate(presented)
 
@@ -79,7 +70,7 @@ class Ingest:
 
 
 async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_key)]) -> Ingest:
-    state = request.app.state
+    state = app_state(request)
     return Ingest(state.settings, state.publisher, key)
 
 
@@ -87,8 +78,6 @@ async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_k
 # which cost a sixth of the producer's CPU per request (measured in `make bench`). The
 # ingestion endpoints take one `IngestDep` rather than three: FastAPI's per-request work
 # grows with the number of dependencies (about 18 % of a single-message request, py-spy).
-SettingsDep = Annotated[ProducerSettings, Depends(_settings)]
-PublisherDep = Annotated[Publisher, Depends(_publisher)]
 IngestDep = Annotated[Ingest, Depends(_ingest)]
 
 _AUTH: dict[int | str, dict[str, object]] = {
@@ -246,11 +235,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Broker reachable and topology declared", responses=_UNAVAILABLE)
-async def readyz(publisher: PublisherDep, settings: SettingsDep) -> JSONResponse:
-    if publisher.ready:
+async def readyz(request: Request) -> JSONResponse:
+    state = app_state(request)
+    if state.publisher.ready:
         return JSONResponse({"status": "ready", "broker": "connected", "topology": "declared"})
     return JSONResponse(
         {"status": "unavailable", "detail": "RabbitMQ is not reachable or topology not declared"},
         status_code=503,
-        headers={"Retry-After": str(settings.retry_after_s)},
+        headers={"Retry-After": str(state.settings.retry_after_s)},
     )

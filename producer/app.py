@@ -19,6 +19,7 @@ from producer.auth import Forbidden, KeyRing, RateLimited, Unauthenticated
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
 from producer.schemas import document_priorities
+from producer.state import AppState
 
 __all__ = ["create_app"]
 
@@ -59,9 +60,7 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.state.settings = settings
-    app.state.publisher = chosen
-    app.state.keyring = KeyRing(settings.api_keys)
+    AppState(settings, chosen, KeyRing(settings.api_keys)).attach(app)
     app.include_router(router)
     if settings.admin_token is not None:
         # Without a token the admin surface does not exist at all (404), not even its docs.

@@ -1,0 +1,28 @@
+"""What `create_app` keeps on `app.state`, read back with its type by the routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+
+from common.settings import ProducerSettings
+from producer.auth import KeyRing
+from producer.publisher import Publisher
+
+__all__ = ["AppState", "app_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: ProducerSettings
+    publisher: Publisher
+    keyring: KeyRing
+
+    def attach(self, app: FastAPI) -> None:
+        app.state.hopline = self
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.hopline
+    return state
