@@ -7,7 +7,6 @@ from typing import Any
 from bench.context import Context, Row
 from bench.messages import SERVICE, work_queue
 from bench.stats import percentile
-from common.settings import ConsumerSettings
 
 __all__ = ["drain", "failure_path", "priority"]
 
@@ -24,10 +23,10 @@ async def drain(ctx: Context) -> None:
         references: dict[str, float] = {}
         # The second opinions (raw on uvloop, hopline at log level warning) drain half as
         # many messages, to keep `make bench` under 10 minutes; rates compare all the same.
-        for party, loop, size in (
-            ("raw_consume", "asyncio", n),
-            ("raw_consume", "uvloop", n // 2),
-            ("aiormq_consume", "uvloop", n // 2),
+        for name, party, loop, size in (
+            ("asyncio", "raw_consume", "asyncio", n),
+            ("uvloop", "raw_consume", "uvloop", n // 2),
+            ("aiormq", "aiormq_consume", "uvloop", n // 2),
         ):
             publish_rates.append((await ctx.fill(url, size))["rate"])
             result = await ctx.run_party(
@@ -40,7 +39,7 @@ async def drain(ctx: Context) -> None:
                 loop=loop,
                 **common,
             )
-            references[party if party != "raw_consume" else loop] = result["rate"]
+            references[name] = result["rate"]
         runs: dict[str, dict[str, Any]] = {}
         for log_level, size in (("info", n), ("warning", n // 2)):
             publish_rates.append((await ctx.fill(url, size))["rate"])
@@ -109,11 +108,11 @@ async def drain(ctx: Context) -> None:
             "  same, vs bare aiormq, no handler, multiple acks (uvloop): the client's ceiling",
             result["rate"],
             "msg/s",
-            references["aiormq_consume"],
+            references["aiormq"],
             "bare aiormq consume, multiple acks (uvloop)",
         )
     )
-    ctx.shared["aiormq_ceiling"] = references["aiormq_consume"]
+    ctx.shared["aiormq_ceiling"] = references["aiormq"]
     ctx.add(
         Row(
             ctx.queue_type,
@@ -134,11 +133,8 @@ async def priority(ctx: Context) -> None:
     The target row runs hopline's defaults (16 handlers, prefetch 16); a second row shows the
     benchmark's prefetch of 64 on the same backlog, to show what a wider window costs."""
     cfg = ctx.config
-    defaults = ConsumerSettings.model_fields
-    default_sizes = {
-        "concurrency": defaults["concurrency"].default,
-        "prefetch": defaults["prefetch"].default or defaults["concurrency"].default,
-    }
+    defaults = ctx.settings("amqp://unused/")  # hopline's defaults, read by its own rules
+    default_sizes = {"concurrency": defaults.concurrency, "prefetch": defaults.effective_prefetch}
     wide_sizes = {"concurrency": cfg.concurrency, "prefetch": cfg.prefetch}
     runs: dict[str, dict[str, float]] = {}
 
