@@ -20,11 +20,12 @@ get_logger = structlog.get_logger
 def dumps_json_line(event: Any, **kwargs: Any) -> bytes:
     """orjson, which renders a consumer's per-message line several times faster than `json`;
     the standard library for what orjson refuses (integers beyond 64 bits, which a foreign
-    message may carry into a logged header), so a log line never fails."""
+    message may carry into a logged header; a lone surrogate in an error text), ASCII-escaped
+    so that even a surrogate encodes, and a log line never fails."""
     try:
         return orjson.dumps(event, default=kwargs.get("default"))
     except orjson.JSONEncodeError:
-        return json.dumps(event, default=repr, ensure_ascii=False).encode()
+        return json.dumps(event, default=kwargs.get("default", repr)).encode()
 
 
 def configure_logging(

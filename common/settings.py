@@ -154,7 +154,7 @@ class ProducerSettings(HoplineSettings):
     )
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list,
-        description="Ingestion API keys as JSON (`hopline apikey new` makes one); "
+        description="Ingestion API keys as JSON (`hopline apikey` makes one); "
         "empty: the ingestion API is open.",
     )
 

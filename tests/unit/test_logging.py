@@ -40,3 +40,10 @@ def test_non_ascii_text_stays_readable() -> None:
     line = dumps_json_line({"event": "x", "message_id": "Überweisung-✓"})
 
     assert "Überweisung-✓".encode() in line
+
+
+def test_a_lone_surrogate_in_a_value_still_makes_a_line() -> None:
+    # An error text decoded with surrogateescape can carry one; orjson and UTF-8 refuse it.
+    line = dumps_json_line({"event": "x", "error": "bad byte \udcff here"})
+
+    assert json.loads(line)["error"] == "bad byte \udcff here"
