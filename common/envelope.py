@@ -49,6 +49,10 @@ class Envelope:
     headers: Mapping[str, Any] = field(default_factory=dict)
     timestamp: datetime | None = None
     app_id: str | None = None
+    # 1 on the first run; the retry's number after that (x-hopline-attempt), so a handler can
+    # tell its last attempt. `redelivered`: a consumer got it before and did not settle it.
+    attempt: int = 1
+    redelivered: bool = False
 
     @property
     def routing_key(self) -> str:
@@ -139,9 +143,17 @@ def original_routing_key(incoming: IncomingLike) -> str:
 
 
 def decode_delivery(
-    incoming: IncomingLike, *, priority: str, priorities: tuple[str, ...]
+    incoming: IncomingLike,
+    *,
+    priority: str,
+    priorities: tuple[str, ...],
+    attempt: int = 1,
+    redelivered: bool = False,
 ) -> Envelope:
-    """Make an envelope of a delivery from a queue of `priority`, or say why it cannot be one."""
+    """Make an envelope of a delivery from a queue of `priority`, or say why it cannot be one.
+
+    `attempt` and `redelivered` are what the consumer read of the delivery, for the handler.
+    """
     _check_content_type(incoming.content_type)
     _check_content_encoding(incoming.content_encoding)
     message_type = _message_type(incoming, priorities)
@@ -161,6 +173,8 @@ def decode_delivery(
         headers={k: v for k, v in headers.items() if not k.startswith(RESERVED_PREFIX)},
         timestamp=incoming.timestamp,
         app_id=incoming.app_id,
+        attempt=attempt,
+        redelivered=redelivered,
     )
 
 

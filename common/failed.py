@@ -139,20 +139,20 @@ def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
         or _death_routing_key(death)
         or (incoming.routing_key or "")
     )
-    broker_reason = _text(death.get("reason"))
     error_type = _text(headers.get(h.ERROR_TYPE))
     error_message = _text(headers.get(h.ERROR_MESSAGE))
     reason = _text(headers.get(h.REASON))
-    if not error_type and broker_reason:
-        # The broker dead-lettered it itself: no consumer could write down why.
-        error_type = f"broker:{broker_reason}"
-        error_message = {
-            "delivery_limit": "redelivered too often: a consumer crashed or timed out handling it",
-            "rejected": "rejected by a consumer without requeue",
-            "expired": "its TTL expired",
-            "maxlen": "its queue was full",
-        }.get(broker_reason, broker_reason)
-        reason = error_message
+    failed_at = _time(headers.get(h.FAILED_AT))
+    broker = _broker_cause(death, failed_at, _int(headers.get("x-delivery-count")))
+    if broker is not None:
+        # The broker dead-lettered it after whatever our headers describe: its cause is the
+        # latest, and the headers' error (an earlier retry's, if any) is only context.
+        previous = f"{error_type}: {error_message}" if error_type else ""
+        error_type, reason = broker
+        error_message = reason
+        if previous:
+            error_message += f"; the attempt before failed with {previous}"
+        failed_at = _time(death.get("time")) or failed_at
     properties = {name: getattr(incoming, name) for name in _PROPERTY_NAMES}
     return FailedMessage(
         id=incoming.message_id or _digest_id(incoming.body, routing_key),
@@ -163,16 +163,50 @@ def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
         timestamp=incoming.timestamp,
         message_type=incoming.type or _type_from_key(routing_key),
         origin_queue=_text(headers.get(h.ORIGIN_QUEUE)) or death_queue,
-        attempts=_int(headers.get(h.ATTEMPT)) or _int(headers.get("x-delivery-count")),
+        attempts=h.read_attempt(headers),
         error_type=error_type,
         error_message=error_message,
-        traceback=_text(headers.get(h.ERROR_TRACEBACK)),
+        traceback=_text(headers.get(h.ERROR_TRACEBACK)) if broker is None else "",
         reason=reason,
-        failed_at=_time(headers.get(h.FAILED_AT)) or _time(death.get("time")),
+        failed_at=failed_at,
         consumer=_text(headers.get(h.CONSUMER)) or None,
         replay_count=_int(headers.get(REPLAY_COUNT)) or 0,
         delivery_tag=incoming.delivery_tag,
     )
+
+
+# What the broker's own dead-lettering reasons mean for a message taken from a work queue.
+_BROKER_CAUSES = {
+    "delivery_limit": (
+        "DeliveryLimitExceeded",
+        "delivery_limit: delivered {count} without being settled: a consumer process crashed "
+        "or lost its connection while handling it each time, and the broker dead-lettered it",
+    ),
+    "rejected": (
+        "RejectedAfterCopyFailed",
+        "rejected: the consumer could not get a retry or quarantine copy of it confirmed and "
+        "rejected it, so the broker dead-lettered it",
+    ),
+    "expired": ("Expired", "expired: its TTL ran out in {queue}"),
+    "maxlen": ("QueueFull", "maxlen: {queue} was full"),
+}
+
+
+def _broker_cause(
+    death: Mapping[str, Any], failed_at: datetime | None, delivery_count: int | None
+) -> tuple[str, str] | None:
+    """(error type, reason) when the broker's dead-lettering is the latest thing that happened
+    to the message: consumer copies carry no `x-death` of their own, so an entry newer than
+    our `x-hopline-failed-at` (or with none) is the broker's doing."""
+    cause = _BROKER_CAUSES.get(_text(death.get("reason")))
+    if cause is None:
+        return None
+    died_at = _time(death.get("time"))
+    if failed_at is not None and (died_at is None or died_at < failed_at.replace(microsecond=0)):
+        return None
+    count = f"{delivery_count + 1} times" if delivery_count else "too many times"
+    queue = _text(death.get("queue")) or "its queue"
+    return cause[0], cause[1].format(count=count, queue=queue)
 
 
 def _death_routing_key(death: Mapping[str, Any]) -> str:

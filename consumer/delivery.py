@@ -33,7 +33,8 @@ class Delivery:
     )
 
     def __init__(self, raw: DeliveredMessage, queue: str, queue_priority: str, rank: int) -> None:
-        deliver = cast(Basic.Deliver, raw.delivery)  # a consumer only gets basic.deliver
+        # basic.deliver, or basic.get-ok during probation (consumer.isolation): same fields.
+        deliver = cast(Basic.Deliver, raw.delivery)
         self._deliver = deliver
         self._properties: Basic.Properties = raw.header.properties
         self.body: bytes = raw.body
@@ -46,6 +47,11 @@ class Delivery:
     @property
     def routing_key(self) -> str:
         return self._deliver.routing_key or ""
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered it before (to a consumer that crashed or lost its channel)."""
+        return bool(self._deliver.redelivered)
 
     @property
     def headers(self) -> dict[str, Any]:

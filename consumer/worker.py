@@ -9,11 +9,12 @@ broker to another consumer: nothing is lost, at worst handled twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
 
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -25,14 +26,16 @@ from common.headers import read_attempt
 from common.logging import get_logger
 from common.settings import ConsumerSettings
 from common.topology import Topology, service_topology
-from consumer.actions import AckBatcher, DeliveryContext, Settler
+from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
+from consumer.isolation import SuspectGate, probation
 from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
 from consumer.registry import HandlerSpec, Registry
 from consumer.scheduler import PrioritySlots
+from consumer.settler import DeliveryContext, Settled, Settler
 from consumer.subscription import Subscription
 
 __all__ = ["Worker"]
@@ -58,6 +61,7 @@ class Worker:
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
         self._slots = PrioritySlots(settings.concurrency)
+        self._gate = SuspectGate()
         self._deadlines = Deadlines()
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
@@ -110,8 +114,11 @@ class Worker:
             )
             await self._settler.open()
             self._acks.start()
-            for priority in settings.served_priorities:
-                await self._consume(priority)
+            channels = [await self._open_queue(priority) for priority in settings.served_priorities]
+            for priority, channel in zip(settings.served_priorities, channels, strict=True):
+                await self._run_probation(priority, channel)
+            for priority, channel in zip(settings.served_priorities, channels, strict=True):
+                await self._consume(priority, channel)
         except BaseException:
             await self._close()
             raise
@@ -125,18 +132,45 @@ class Worker:
             prefetch=settings.effective_prefetch,
         )
 
-    async def _consume(self, priority: str) -> None:
+    async def _open_queue(self, priority: str) -> AbstractRobustChannel:
+        """The channel that consumes `priority`'s work queue."""
         assert self._connection is not None and self._topology is not None
         name = self.settings.names.work_queue(self.service, priority)
-        rank = self.settings.priorities.index(priority)
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.settings.effective_prefetch)
         spec = self._topology.queue(name)
         # Declared through the channel, so aio-pika declares it again when the channel reopens.
         await channel.declare_queue(name, durable=True, arguments=dict(spec.argument_items))
+        return channel
+
+    async def _run_probation(self, priority: str, channel: AbstractRobustChannel) -> None:
+        """Redelivered messages left by a crashed consumer run one at a time before consuming
+        (consumer.isolation)."""
+        name = self.settings.names.work_queue(self.service, priority)
+        rank = self.settings.priorities.index(priority)
+
+        async def run_alone(raw: DeliveredMessage) -> None:
+            await self._handle_alone(Delivery(raw, name, priority, rank))
+
+        suspects = await probation(await channel.get_underlay_channel(), name, run_alone)
+        if suspects:
+            _log.warning(
+                "consumer.probation",
+                queue=name,
+                redelivered=suspects,
+                detail="messages a crashed or disconnected consumer left unacked ran one at a time",
+            )
+
+    async def _consume(self, priority: str, channel: AbstractRobustChannel) -> None:
+        name = self.settings.names.work_queue(self.service, priority)
+        rank = self.settings.priorities.index(priority)
 
         async def on_delivery(raw: DeliveredMessage) -> None:
-            await self._handle(Delivery(raw, name, priority, rank))
+            delivery = Delivery(raw, name, priority, rank)
+            if delivery.redelivered:
+                await self._handle_alone(delivery)
+            else:
+                await self._handle(delivery)
 
         subscription = Subscription(channel, name, on_delivery, on_cancelled=self._redeclare)
         await subscription.start()
@@ -149,15 +183,40 @@ class Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         """Runs in the task aiormq started for this delivery, once a handler slot is free."""
-        await self._slots.acquire(delivery.rank)
+        await self._gate.enter()
         try:
-            await self._process(delivery)
-        except Exception:  # a bug of ours must not go unseen; the broker redelivers
-            _log.exception("delivery.crashed", queue=delivery.queue)
+            await self._slots.acquire(delivery.rank)
+            try:
+                await self._process(delivery)
+            except Exception:  # a bug of ours must not go unseen; the broker redelivers
+                _log.exception("delivery.crashed", queue=delivery.queue)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._gate.leave()
+
+    async def _handle_alone(self, delivery: Delivery) -> None:
+        """A suspect (redelivered) delivery: no other handler runs with it, and every ack
+        before it and its own are on the wire before anything else starts."""
+        await self._gate.enter_alone()
+        try:
+            await self._slots.acquire(delivery.rank)
+            try:
+                await self._acks.flush()
+                await self._process(delivery)
+                await self._acks.flush()
+            except Exception:
+                _log.exception("delivery.crashed", queue=delivery.queue)
+            finally:
+                self._slots.release()
+        finally:
+            self._gate.leave_alone()
 
     async def _process(self, delivery: Delivery) -> None:
+        settler = self._settler
+        assert settler is not None
+        if not await settler.wait_until_publishable(delivery.channel):
+            return  # its channel closed while the copy channel was down: redelivered
         attempt = read_attempt(delivery.headers)
         # Bound and reset by token: cheaper than `bound_contextvars`, which copies the whole
         # context on every message. `type` is bound once the envelope says what it is.
@@ -167,7 +226,11 @@ class Worker:
         try:
             try:
                 envelope = decode_delivery(
-                    delivery, priority=delivery.queue_priority, priorities=self._priorities
+                    delivery,
+                    priority=delivery.queue_priority,
+                    priorities=self._priorities,
+                    attempt=attempt,
+                    redelivered=delivery.redelivered,
                 )
             except UndecodableMessageError as exc:
                 outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
@@ -229,25 +292,25 @@ class Worker:
         if self._breaker is not None:
             self._observe(outcome)
         if isinstance(decision, Ack):
-            settler.ack(delivery)
-            _log.info("message.handled", outcome="ack")
+            _log.info("message.handled", outcome=settler.ack(delivery).value)
             return
         context = self._context(delivery, attempt, message_type, message_id)
         if isinstance(decision, Retry):
-            done = await settler.retry(delivery, decision, context, outcome)
+            settled = await settler.retry(delivery, decision, context, outcome)
             _log.warning(
                 "message.handled",
-                outcome="retry" if done else "rejected",
+                outcome=settled.value,
                 delay_s=decision.delay_s,
                 next_attempt=decision.next_attempt,
                 error_type=outcome.error_type,
                 error=outcome.error_message,
             )
         else:
-            done = await settler.quarantine(delivery, decision, context, outcome)
-            _log.error(
+            settled = await settler.quarantine(delivery, decision, context, outcome)
+            _log.log(
+                logging.WARNING if settled is Settled.LEFT else logging.ERROR,
                 "message.handled",
-                outcome="quarantine" if done else "rejected",
+                outcome=settled.value,
                 reason=decision.reason,
                 error_type=outcome.error_type,
             )

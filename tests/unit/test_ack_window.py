@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.actions import AckWindow
+from consumer.acks import AckWindow
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,270 @@
+"""Carry out a decision on a delivery: ack, or confirm a copy somewhere else and then ack.
+
+A retry or quarantine copy is published with a confirm on the settler's own channel, and
+only then is the delivery acked (through the `AckBatcher`). When the copy is not confirmed,
+what happens depends on why, because a fault must not change a message's outcome:
+
+    the copy channel is closed (broker restart, lost connection)
+        -> wait until it is open again and publish again, for as long as the delivery's own
+           channel is open; once that one is gone the broker redelivers the message with its
+           attempt count intact (`Settled.LEFT`). Nothing moves towards quarantine.
+    the broker refused the copy (nack, unroutable return) or did not confirm it in time
+        -> a refused retry copy becomes a quarantine copy that says so (`QUARANTINED`);
+           if a quarantine copy fails too, `basic.reject(requeue=False)`, one message at a
+           time, and the broker dead-letters it to quarantine itself (`REJECTED`; the reason
+           is then read from the broker's `x-death`, see common.failed).
+
+No delivery is handled while the copy channel is closed either (`wait_until_publishable`):
+a handler's outcome could not be settled, and its work would be done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+import aio_pika
+import aiormq.abc
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import DeliveryError
+
+from common.copies import failure_copy, retry_copy
+from common.logging import get_logger
+from common.names import Names
+from consumer.acks import AckBatcher
+from consumer.delivery import Delivery
+from consumer.policy import Outcome, Quarantine, Retry
+
+__all__ = ["DeliveryContext", "Settled", "Settler"]
+
+_log = get_logger("hopline.consumer")
+
+# How often a delivery waiting for the copy channel looks again (only during an outage).
+_CHANNEL_POLL_S = 0.05
+# A copy interrupted by a closing channel this many times in a row is treated as refused:
+# a channel the broker closes on every publish (a deleted exchange) is not an outage.
+_MAX_INTERRUPTIONS = 3
+
+
+class Settled(enum.StrEnum):
+    """How a delivery was settled; the value is the `outcome` of its log line."""
+
+    ACKED = "ack"
+    RETRIED = "retry"
+    QUARANTINED = "quarantine"
+    LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
+    REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """What we know of a delivery before its handler runs."""
+
+    origin_queue: str
+    original_routing_key: str
+    attempt: int
+    message_type: str | None
+    message_id: str | None
+
+
+class _Refused(Exception):
+    """The broker refused a copy or did not confirm it in time (the channel stayed open)."""
+
+
+class _ChannelGone(Exception):
+    """The delivery's channel closed before its copy was confirmed."""
+
+
+class Settler:
+    """Publishes retry and quarantine copies with confirms on its own channel; acks through
+    the `AckBatcher`."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        names: Names,
+        *,
+        service: str,
+        consumer_name: str,
+        publish_timeout_s: float,
+        acks: AckBatcher,
+    ) -> None:
+        self._acks = acks
+        self._channel = channel
+        self._names = names
+        self._service = service
+        self._consumer_name = consumer_name
+        self._timeout_s = publish_timeout_s
+        self._retry: AbstractExchange | None = None
+        self._dlx: AbstractExchange | None = None
+        self._outage_logged = False
+
+    async def open(self) -> None:
+        self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
+        self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
+
+    async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
+        """True once the copy channel is open; False if the delivery's channel closed first
+        (the broker then redelivers the delivery, so it must not be handled here)."""
+        while self._channel.is_closed:
+            if delivery_channel.is_closed:
+                return False
+            if not self._outage_logged:
+                self._outage_logged = True
+                _log.warning(
+                    "settle.channel_closed",
+                    consequence="deliveries wait until the channel for retry and quarantine "
+                    "copies is open again",
+                )
+            await asyncio.sleep(_CHANNEL_POLL_S)
+        if self._outage_logged:
+            self._outage_logged = False
+            _log.info("settle.channel_open")
+        return not delivery_channel.is_closed
+
+    def ack(self, delivery: Delivery) -> Settled:
+        """Mark for ack (sent within this event-loop turn); LEFT if the channel is gone."""
+        if self._acks.mark(delivery.channel, delivery.delivery_tag):
+            return Settled.ACKED
+        _log.warning(
+            "settle.failed",
+            delivery_tag=delivery.delivery_tag,
+            error="the delivery's channel is closed",
+            consequence="the broker redelivers the message",
+        )
+        return Settled.LEFT
+
+    async def retry(
+        self,
+        delivery: Delivery,
+        decision: Retry,
+        context: DeliveryContext,
+        outcome: Outcome,
+    ) -> Settled:
+        assert self._retry is not None, "Settler.open() was not awaited"
+        copy = retry_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+            next_attempt=decision.next_attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
+            error_type=outcome.error_type,
+            error_message=outcome.error_message,
+        )
+        tier = self._names.retry_queue(decision.delay_s)
+        try:
+            await self._publish(delivery, self._retry, copy, tier)
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused as refused:
+            # Kept with the true reason rather than left to the broker's bare "rejected".
+            instead = Quarantine(
+                f"retry_not_confirmed: the copy for retry tier {tier} was not confirmed "
+                f"({refused}); replay it once that tier takes messages again"
+            )
+            settled = await self.quarantine(delivery, instead, context, outcome)
+            return settled
+        if self.ack(delivery) is Settled.LEFT:
+            return Settled.LEFT
+        return Settled.RETRIED
+
+    async def quarantine(
+        self,
+        delivery: Delivery,
+        decision: Quarantine,
+        context: DeliveryContext,
+        outcome: Outcome,
+    ) -> Settled:
+        assert self._dlx is not None, "Settler.open() was not awaited"
+        copy = failure_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+            attempt=context.attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
+            error_type=outcome.error_type,
+            error_message=outcome.error_message,
+            traceback=outcome.traceback,
+            reason=decision.reason,
+            consumer=self._consumer_name,
+        )
+        try:
+            await self._publish(delivery, self._dlx, copy, self._service)
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused:
+            if await _reject(delivery):
+                self._acks.settled(delivery.channel, delivery.delivery_tag)
+                return Settled.REJECTED
+            return Settled.LEFT
+        if self.ack(delivery) is Settled.LEFT:
+            return Settled.LEFT
+        return Settled.QUARANTINED
+
+    async def _publish(
+        self,
+        delivery: Delivery,
+        exchange: AbstractExchange,
+        copy: aio_pika.Message,
+        routing_key: str,
+    ) -> None:
+        """Publish until confirmed; `_Refused` if the broker says no, `_ChannelGone` if the
+        delivery's channel closed first."""
+        for interruption in range(1, _MAX_INTERRUPTIONS + 1):
+            if not await self.wait_until_publishable(delivery.channel):
+                raise _ChannelGone
+            try:
+                await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
+                return
+            except DeliveryError as exc:  # nack, or returned as unroutable
+                self._log_refused(exchange, routing_key, exc)
+                raise _Refused(_describe(exc)) from exc
+            except Exception as exc:
+                if not self._channel.is_closed or interruption == _MAX_INTERRUPTIONS:
+                    # An open channel that did not confirm in time: the broker's answer.
+                    self._log_refused(exchange, routing_key, exc)
+                    raise _Refused(_describe(exc)) from exc
+                _log.warning(
+                    "copy.interrupted",
+                    exchange=exchange.name,
+                    routing_key=routing_key,
+                    error=_describe(exc),
+                    action="publishing again once the channel is open",
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_refused(self, exchange: AbstractExchange, routing_key: str, exc: Exception) -> None:
+        _log.warning(
+            "copy.not_confirmed",
+            exchange=exchange.name,
+            routing_key=routing_key,
+            error=_describe(exc),
+            fallback="a quarantine copy"
+            if exchange is self._retry
+            else "reject to the dead-letter exchange",
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no confirm in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _reject(delivery: Delivery) -> bool:
+    """Reject without requeue (the broker dead-letters it); a lost channel only means the
+    broker will redeliver."""
+    try:
+        await delivery.channel.basic_reject(delivery.delivery_tag, requeue=False)
+    except Exception as exc:
+        _log.warning(
+            "settle.failed",
+            delivery_tag=delivery.delivery_tag,
+            error=f"{type(exc).__name__}: {exc}",
+            consequence="the broker redelivers the message",
+        )
+        return False
+    return True
