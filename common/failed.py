@@ -187,8 +187,8 @@ _BROKER_CAUSES = {
         "rejected: the consumer could not get a retry or quarantine copy of it confirmed and "
         "rejected it, so the broker dead-lettered it",
     ),
-    "expired": ("Expired", "expired: its TTL ran out in {queue}"),
-    "maxlen": ("QueueFull", "maxlen: {queue} was full"),
+    "expired": ("Expired", "expired: its TTL expired in {queue}"),
+    "maxlen": ("QueueFull", "maxlen: its queue {queue} was full"),
 }
 
 

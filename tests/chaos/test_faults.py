@@ -1,8 +1,10 @@
 """Fault scenarios: a numbered stream through the real producer and consumers, a fault in the
 middle, and every message accounted for at the end (tests/support/chaos.py).
 
-The one hard promise is asserted: nothing the producer accepted (202) is lost. Recovery
-times and counts are reported in the table at the end of the run, never asserted.
+Two promises are asserted in every scenario: nothing the producer accepted (202) is lost, and
+a fault changes no outcome (no message the handler would handle ends in quarantine; a poison
+message ends there alone, with the delivery limit as its reason). Recovery times and counts
+are reported in the table at the end of the run, never asserted.
 """
 
 from __future__ import annotations
@@ -28,32 +30,53 @@ from common.local_broker import (
     stop_local_broker,
 )
 from tests.support.chaos import (
+    EXIT,
+    FAIL_FIRST,
+    NAMES,
+    SERVICE,
     HttpStream,
     Pipeline,
+    Supervisor,
     consumer_count,
     quarantined_numbers,
+    settle,
     tally,
     through_fault,
 )
 from tests.support.needs import missing
+from tests.support.pipeline import queue_depth
+from tests.support.processes import stop_process
 from tests.support.proxy import TcpProxy
+from tests.support.wait import wait_until
 
 # Services reconnect every second (aio-pika's default is 5 s) so a scenario stays short.
 RECONNECT = "?reconnect_interval=1"
 
 
-async def test_broker_killed_and_restarted_mid_stream(
+# Retries wait 3 s: at 150 messages/s with every other one failing once, hundreds of
+# messages sit in the retry tier whenever the fault strikes.
+SLOW_RETRY = {"HOPLINE_RETRY_DELAYS_S": "3"}
+
+
+async def test_broker_killed_and_restarted_with_hundreds_in_retry_tiers(
     private_broker: LocalBroker, tmp_path: Path
 ) -> None:
     node = private_broker
-    with Pipeline(node.amqp_url + RECONNECT, tmp_path) as pipeline:
+    with Pipeline(
+        node.amqp_url + RECONNECT, tmp_path, consumer_env=SLOW_RETRY, producer_env=SLOW_RETRY
+    ) as pipeline:
         consumers = [pipeline.start_consumer(), pipeline.start_consumer()]
         await pipeline.wait_ready(node.amqp_url, consumers=2)
-        # Given a stream of 3 000 numbered messages at 150 per second
-        stream = HttpStream(pipeline.port, 3000, rate_per_s=150)
+        # Given 3 000 numbered messages at 150 per second, every other one failing once
+        stream = HttpStream(
+            pipeline.port, 3000, rate_per_s=150, flags=lambda n: {FAIL_FIRST: n % 2 == 0}
+        )
+        waiting_in_tier = 0
 
         # When the broker is SIGKILLed a third of the way in, and started again
         async def fault() -> None:
+            nonlocal waiting_in_tier
+            waiting_in_tier = await queue_depth(node.amqp_url, NAMES.retry_queue(3.0))
             await asyncio.to_thread(kill_local_broker, node)
             await asyncio.to_thread(restart_local_broker, node)
 
@@ -62,15 +85,98 @@ async def test_broker_killed_and_restarted_mid_stream(
         assert [process.poll() for process in consumers] == [None, None]
         assert await consumer_count(node.amqp_url) == 2, "consumers did not come back"
         result = tally(
-            "broker SIGKILL + restart",
+            "broker SIGKILL + restart, retries waiting",
             stream,
             records,
             await quarantined_numbers(node.amqp_url),
             fault_at=fault_at,
+            notes={"in_retry_tier_at_kill": waiting_in_tier},
         )
-    # ... the producer refused (503) while the broker was away, and nothing accepted is lost
+    # ... the producer refused (503) while the broker was away, nothing accepted is lost, and
+    # no message that was waiting for its retry (or arriving) was quarantined by the fault
+    assert waiting_in_tier >= 100, "the fault did not strike while retries were waiting"
     assert result.refused_503 > 0
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
+
+
+POISON = 100
+
+
+async def _declare_then_stop(pipeline: Pipeline, amqp_url: str) -> None:
+    """A consumer declares the service's queues once, and stops (SIGTERM)."""
+    consumer = pipeline.start_consumer()
+    await pipeline.wait_ready(amqp_url, consumers=1)
+    assert await asyncio.to_thread(stop_process, consumer) == 0
+
+
+async def _poison_quarantined(amqp_url: str) -> None:
+    queue = NAMES.quarantine(SERVICE)
+
+    async def arrived() -> bool:
+        return await queue_depth(amqp_url, queue) >= 1
+
+    await wait_until(arrived, timeout_s=120, interval_s=0.5, message="poison never quarantined")
+
+
+async def test_poison_message_in_a_backlog_is_quarantined_alone(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    with Pipeline(amqp_url, tmp_path) as pipeline:
+        await _declare_then_stop(pipeline, amqp_url)
+        # Given a backlog of 1 000 messages, one of which ends its consumer process every time
+        stream = HttpStream(
+            pipeline.port, 1000, rate_per_s=500, flags=lambda n: {EXIT: n == POISON}
+        )
+        await stream.run()
+        # When a consumer works it off under a supervisor that restarts it after each exit
+        async with Supervisor(pipeline) as supervisor:
+            await _poison_quarantined(amqp_url)
+            records = await settle(stream, pipeline.records, never_handled=frozenset({POISON}))
+        result = tally(
+            "poison message (process exits) in a backlog, supervised",
+            stream,
+            records,
+            await quarantined_numbers(amqp_url),
+            fault_at=None,
+            expected_quarantine={POISON: "delivery_limit"},
+            notes={"consumer_exits": len(supervisor.exits)},
+        )
+    # Then only the poison message is in quarantine, with the delivery limit as its reason;
+    # every other message was handled, none lost
+    assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
+    assert result.processed == result.accepted - 1, result
+
+
+async def test_poison_message_in_a_trickle_is_quarantined_alone(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    with Pipeline(amqp_url, tmp_path) as pipeline:
+        await _declare_then_stop(pipeline, amqp_url)
+        # Given a consumer under a supervisor that restarts it after each exit
+        async with Supervisor(pipeline) as supervisor:
+            await pipeline.wait_ready(amqp_url, consumers=1)
+            # When 1 000 messages arrive at 150 per second, one of which ends its process
+            stream = HttpStream(
+                pipeline.port, 1000, rate_per_s=150, flags=lambda n: {EXIT: n == POISON}
+            )
+            await stream.run()
+            await _poison_quarantined(amqp_url)
+            records = await settle(stream, pipeline.records, never_handled=frozenset({POISON}))
+        result = tally(
+            "poison message (process exits) in a trickle, supervised",
+            stream,
+            records,
+            await quarantined_numbers(amqp_url),
+            fault_at=None,
+            expected_quarantine={POISON: "delivery_limit"},
+            notes={"consumer_exits": len(supervisor.exits)},
+        )
+    # Then only the poison message is in quarantine; every other one was handled
+    assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
+    assert result.processed == result.accepted - 1, result
 
 
 async def test_consumer_sigkilled_with_handlers_running(amqp_url: str, tmp_path: Path) -> None:
@@ -102,6 +208,7 @@ async def test_consumer_sigkilled_with_handlers_running(amqp_url: str, tmp_path:
         assert survivor.poll() is None
     # Then its unacked messages went to the other consumer: nothing accepted is lost
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
     assert result.accepted == result.sent
 
 
@@ -131,6 +238,7 @@ async def test_sigterm_under_load(amqp_url: str, tmp_path: Path) -> None:
     # finished and were acked, so nothing is handled twice either
     assert exit_code == 0
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
     assert result.duplicates == 0, result
 
 
@@ -171,6 +279,7 @@ async def test_connections_cut_through_a_tcp_proxy(
                 notes={"reconnections": proxy.connections_seen - connections_before},
             )
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
 
 
 def _port(amqp_url: str) -> int:
@@ -208,6 +317,7 @@ async def test_memory_alarm_blocks_publishers(private_broker: LocalBroker, tmp_p
     assert result.refused_503 > 0
     assert result.no_answer == 0, "a request hung until the client gave up"
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result
 
 
 @pytest.fixture
@@ -268,3 +378,4 @@ async def test_a_cluster_node_stopped_and_restarted_mid_stream(
     work_queue = next(q for q in orjson.loads(members) if q["name"] == "hopline.chaos.normal")
     assert work_queue["type"] == "quorum" and len(work_queue["members"]) == 3
     assert result.lost == 0, result
+    assert result.wrong_outcome == 0, result

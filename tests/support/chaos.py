@@ -3,9 +3,11 @@
 `HttpStream` posts uniquely numbered messages to a producer process at a steady rate and
 remembers every answer. `Pipeline` runs the producer and consumer processes. `tally()`
 accounts for every message at the end: accepted (202), handled (from the consumers' record
-file), duplicated, quarantined, and lost (accepted but neither handled nor quarantined,
-which must be 0). Results are kept in `RESULTS` for the table `tests/chaos/conftest.py`
-prints, and appended as JSON lines to `$HOPLINE_CHAOS_REPORT` when that is set.
+file), duplicated, quarantined, lost (accepted but neither handled nor quarantined, which
+must be 0) and wrong outcomes (quarantined though expected to be handled, or the reverse,
+or quarantined with another reason than expected: must be 0 too). Results are kept in
+`RESULTS` for the table `tests/chaos/conftest.py` prints, and appended as JSON lines to
+`$HOPLINE_CHAOS_REPORT` when that is set.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ import aio_pika
 import httpx
 import orjson
 
+from common.failed import failed_from_delivery
 from common.local_broker import free_port
 from common.names import Names
 from tests.support.pipeline import drain
@@ -32,9 +35,12 @@ from tests.support.processes import read_records, service_process
 from tests.support.wait import wait_until
 
 __all__ = [
+    "EXIT",
+    "FAIL_FIRST",
     "RESULTS",
     "HttpStream",
     "Pipeline",
+    "Supervisor",
     "Tally",
     "consumer_count",
     "format_table",
@@ -56,17 +62,33 @@ class Answer:
     status: int | None  # None: no HTTP answer at all (connection refused, timeout)
 
 
+# What the chaos handler (tests/chaos/handlers.py) does with a payload besides its number.
+FAIL_FIRST = "fail_first"  # a RetryableError on attempt 1: it waits in a retry tier
+EXIT = "exit"  # the process exits on every attempt: a poison message
+
+
 class HttpStream:
-    """Posts messages 0..count-1 to the producer at `rate_per_s`, one request each."""
+    """Posts messages 0..count-1 to the producer at `rate_per_s`, one request each.
+
+    `flags(n)` adds the handler's instructions (FAIL_FIRST, EXIT) to message n's payload.
+    """
 
     def __init__(
-        self, port: int, count: int, rate_per_s: float, *, concurrency: int = 16, sleep_s: float = 0
+        self,
+        port: int,
+        count: int,
+        rate_per_s: float,
+        *,
+        concurrency: int = 16,
+        sleep_s: float = 0,
+        flags: Callable[[int], Mapping[str, bool]] = lambda _n: {},
     ) -> None:
         self.port = port
         self.count = count
         self.rate_per_s = rate_per_s
         self.concurrency = concurrency
         self.sleep_s = sleep_s
+        self.flags = flags
         self.answers: dict[int, Answer] = {}
         self.started = 0
 
@@ -93,7 +115,10 @@ class HttpStream:
         try:
             response = await client.post(
                 "/v1/messages",
-                json={"type": MESSAGE_TYPE, "payload": {"n": n, "sleep_s": self.sleep_s}},
+                json={
+                    "type": MESSAGE_TYPE,
+                    "payload": {"n": n, "sleep_s": self.sleep_s, **self.flags(n)},
+                },
             )
             status = response.status_code
         except httpx.HTTPError:
@@ -121,6 +146,7 @@ class Tally:
     duplicates: int  # extra handlings, of any message
     quarantined: int
     lost: int  # accepted, never handled, not in quarantine: must be 0
+    wrong_outcome: int  # quarantined but not expected there, or the reverse, or wrong reason
     handled_not_accepted: int  # a 503 whose publish the broker kept after all: allowed
     recovery_s: float | None
     notes: dict[str, object] = field(default_factory=dict)
@@ -130,12 +156,20 @@ def tally(
     scenario: str,
     stream: HttpStream,
     records: list[dict[str, object]],
-    quarantined: set[int],
+    quarantine: Mapping[int, str],
     *,
     fault_at: float | None,
+    expected_quarantine: Mapping[int, str] | None = None,
     notes: dict[str, object] | None = None,
 ) -> Tally:
+    """`quarantine`: message number -> reason found there; `expected_quarantine`: the numbers
+    that must end there, each with the start of its reason (none by default)."""
+    expected = expected_quarantine or {}
+    quarantined = set(quarantine)
     handled = Counter(int(record["n"]) for record in records)  # type: ignore[call-overload]
+    wrong = quarantined ^ set(expected)
+    wrong |= {n for n in quarantined & set(expected) if not quarantine[n].startswith(expected[n])}
+    wrong |= set(expected) & set(handled)  # a poison message cannot have been handled
     accepted = stream.accepted()
     statuses = Counter(answer.status for answer in stream.answers.values())
     result = Tally(
@@ -148,6 +182,7 @@ def tally(
         duplicates=sum(count - 1 for count in handled.values()),
         quarantined=len(quarantined),
         lost=len(accepted - set(handled) - quarantined),
+        wrong_outcome=len(wrong),
         handled_not_accepted=len(set(handled) - accepted),
         recovery_s=_recovery_s(stream, records, fault_at),
         notes=notes or {},
@@ -180,13 +215,18 @@ def _recovery_s(
 
 
 async def settle(
-    stream: HttpStream, records_path: Path, timeout_s: float = 120
+    stream: HttpStream,
+    records_path: Path,
+    timeout_s: float = 120,
+    *,
+    never_handled: frozenset[int] = frozenset(),
 ) -> list[dict[str, object]]:
-    """Wait (with a deadline) until every accepted message has been handled; the records."""
+    """Wait (with a deadline) until every accepted message but `never_handled` has been
+    handled; the records."""
     deadline = time.monotonic() + timeout_s
     while True:
         records = read_records(records_path)
-        missing = stream.accepted() - {int(r["n"]) for r in records}
+        missing = stream.accepted() - never_handled - {int(r["n"]) for r in records}
         if not missing or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.5)
@@ -211,16 +251,17 @@ async def through_fault(
     return fault_at, await settle(stream, records_path)
 
 
-async def quarantined_numbers(amqp_url: str) -> set[int]:
-    """Take everything out of the service's quarantine; the message numbers found."""
+async def quarantined_numbers(amqp_url: str) -> dict[int, str]:
+    """Take everything out of the service's quarantine: message number -> reason, as an
+    operator reads it (`hopline quarantine list`)."""
     try:
         messages = await drain(amqp_url, NAMES.quarantine(SERVICE))
     except aio_pika.exceptions.AMQPException:
-        return set()
-    numbers = set()
+        return {}
+    numbers = {}
     for message in messages:
         with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-            numbers.add(int(orjson.loads(message.body)["n"]))
+            numbers[int(orjson.loads(message.body)["n"])] = failed_from_delivery(message).reason
     return numbers
 
 
@@ -234,6 +275,33 @@ async def consumer_count(amqp_url: str, priority: str = "normal") -> int:
         return 0
     finally:
         await connection.close()
+
+
+class Supervisor:
+    """Restarts the pipeline's consumer whenever it exits, as systemd or Kubernetes would."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.exits: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Supervisor:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        process = self.pipeline.start_consumer()
+        while True:
+            await asyncio.sleep(0.05)
+            if process.poll() is not None:
+                self.exits.append(process.returncode)
+                process = self.pipeline.start_consumer()
 
 
 class Pipeline:
@@ -319,6 +387,7 @@ _COLUMNS = (
     ("duplicates", "duplicates"),
     ("quarantined", "quarantined"),
     ("lost", "lost"),
+    ("wrong_outcome", "wrong outcome"),
     ("handled_not_accepted", "handled w/o 202"),
     ("recovery_s", "recovery s"),
     ("notes", "notes"),
