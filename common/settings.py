@@ -162,9 +162,10 @@ class ProducerSettings(HoplineSettings):
 class ConsumerSettings(HoplineSettings):
     """A consumer service."""
 
-    handlers: str = Field(
-        "consumer.examples:registry",
-        description="Import path `module:attribute` of the service's handler registry.",
+    handlers: str | None = Field(
+        None,
+        description="Import path `module:attribute` of the service's handler registry "
+        "(required; `consumer.examples:registry` is the demo service of `make run`).",
     )
     concurrency: int = Field(16, ge=1, le=10_000, description="Handlers running at once.")
     prefetch: int | None = Field(

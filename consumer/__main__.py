@@ -11,7 +11,7 @@ from typing import Any
 from aiormq.exceptions import ChannelAccessRefused
 
 from common.connection import access_refused_error
-from common.errors import HoplineError
+from common.errors import ConfigurationError, HoplineError
 from common.logging import configure_logging, get_logger
 from common.settings import ConsumerSettings, load_settings
 from consumer.loader import load_registry
@@ -21,6 +21,12 @@ __all__ = ["main", "serve"]
 
 
 async def serve(settings: ConsumerSettings) -> None:
+    if not settings.handlers:
+        # No silent default: a service started without its handlers must not run the demo.
+        raise ConfigurationError(
+            "HOPLINE_HANDLERS is not set: give the service's registry as module:attribute, "
+            "e.g. HOPLINE_HANDLERS=billing:registry (the demo: consumer.examples:registry)"
+        )
     registry = load_registry(settings.handlers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -151,6 +151,7 @@ def main() -> None:
         env["HOPLINE_MANAGEMENT_URL"] = management
     env.setdefault("HOPLINE_ADMIN_TOKEN", secrets.token_urlsafe(12))
     env.setdefault("HOPLINE_LOG_FORMAT", "console")
+    env.setdefault("HOPLINE_HANDLERS", "consumer.examples:registry")
     python = sys.executable
     children = [
         subprocess.Popen([python, "-m", "consumer"], env=env, cwd=ROOT),

@@ -48,6 +48,8 @@ def _start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
             {"HOPLINE_HANDLERS": "nowhere.to.be:found"},
             ["HOPLINE_HANDLERS: cannot import 'nowhere.to.be'"],
         ),
+        # No handlers is an error, not the demo service with its random failures
+        ("consumer", {}, ["HOPLINE_HANDLERS is not set: give the service's registry"]),
     ],
 )
 def test_bad_settings_are_named_one_per_line(
