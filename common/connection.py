@@ -97,6 +97,12 @@ async def connect(
                 "signed it and that the URL's host name is one the certificate names"
             ) from exc
         reason = redact_url(str(exc)) or type(exc).__name__
+        if context is not None and settings.tls_cert_file is None:
+            # A node with `fail_if_no_peer_cert = true` just resets the handshake.
+            reason += (
+                "; if the broker requires client certificates, set HOPLINE_TLS_CERT_FILE "
+                "and HOPLINE_TLS_KEY_FILE"
+            )
         raise BrokerUnavailableError(
             f"cannot connect to RabbitMQ at {redact_url(url)}: {reason}"
         ) from exc
@@ -195,7 +201,9 @@ def _certificate_rejection(exc: BaseException) -> str | None:
     """Why the broker's certificate failed verification, if that is what `exc` is about
     (aiormq re-raises the ssl error as an AMQPConnectionError carrying its text)."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()  # aiormq's chains can loop back (error -> cause -> error)
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
         if isinstance(seen, ssl.SSLCertVerificationError):
             return str(seen.verify_message)
         seen = seen.__cause__ or seen.__context__

@@ -154,15 +154,44 @@ async def test_a_retry_goes_back_only_to_the_queue_it_failed_in(amqp_url: str) -
     async def audit(payload: Any) -> None:
         audit_calls.append(1)
 
+    settings = consumer_settings(amqp_url)
+    priorities = ("high", "normal", "low")
+    work_queues = [
+        NAMES.work_queue(service, priority)
+        for service in ("mailer", "audit")
+        for priority in priorities
+    ]
+    retry_tiers = [NAMES.retry_queue(delay_s) for delay_s in settings.retry_delays_s]
+
+    async def quiet() -> bool:
+        """Nothing waits in a retry tier or a work queue: a retry routed to the audit
+        service too would have landed in its queue when the mailer's copy landed in the
+        mailer's (both copies leave the tier in one dead-lettering), so by now it was
+        either consumed by the audit worker or is still ready and keeps this false."""
+        for queue in (*retry_tiers, *work_queues):
+            if await queue_depth(amqp_url, queue):
+                return False
+        return True
+
     async with (
-        running_worker(consumer_settings(amqp_url), failing),
+        running_worker(settings, failing),
         running_worker(consumer_settings(amqp_url), healthy),
         producer_client(producer_settings(amqp_url)) as client,
     ):
-        await client.post("/v1/messages", json={"type": "users.signed_up", "payload": {}})
+        # When one message of that type is posted
+        response = await client.post(
+            "/v1/messages", json={"type": "users.signed_up", "payload": {}}
+        )
+        assert response.status_code == 202, response.text
         await wait_until(lambda: len(mailer_calls) == 2, timeout_s=10, message="no retry")
-        # Then the retry reached the mailer again, and the audit service saw it only once
-        assert audit_calls == [1]
+        await wait_until(quiet, timeout_s=10, message="messages still waiting in queues")
+    # (both workers stopped: their handlers finished, and any delivery still unacked went
+    # back to its queue, so a stray copy shows either in audit_calls or in a queue depth)
+    # Then the retry reached the mailer again, and the audit service saw the message once
+    assert mailer_calls == [1, 1]
+    assert audit_calls == [1]
+    for priority in priorities:
+        assert await queue_depth(amqp_url, NAMES.work_queue("audit", priority)) == 0
 
 
 @pytest.mark.parametrize("failure", ["exhausted", "permanent"])

@@ -19,6 +19,7 @@ from tests.support.broker import BrokerEndpoint, Vhost
 from tests.support.pipeline import drain, publish_raw, queue_depth
 from tests.support.processes import ROOT
 from tests.support.quarantine import seed_quarantine
+from tests.support.wait import wait_until_sync
 
 NAMES = Names()
 QUARANTINE = NAMES.quarantine("orders")
@@ -246,10 +247,20 @@ def test_a_replay_killed_half_way_loses_nothing(vhost: Vhost, broker: BrokerEndp
         assert process.poll() is None, "the replay finished before we could kill it"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
-    # Then every message is in quarantine or in its origin queue (some possibly in both)
-    time.sleep(0.5)  # the broker returns the dead connection's unacked messages
-    in_quarantine = {m.message_id for m in asyncio.run(drain(vhost.amqp_url, QUARANTINE))}
-    in_origin = {m.message_id for m in asyncio.run(drain(vhost.amqp_url, origin))}
+    # Then every message is in quarantine or in its origin queue (some possibly in both);
+    # the broker returns the dead connection's unacked messages to quarantine a moment
+    # later, so both queues are drained until every id has turned up (or the deadline)
+    in_quarantine: set[str | None] = set()
+    in_origin: set[str | None] = set()
+
+    def every_id_found() -> bool:
+        in_quarantine.update(m.message_id for m in asyncio.run(drain(vhost.amqp_url, QUARANTINE)))
+        in_origin.update(m.message_id for m in asyncio.run(drain(vhost.amqp_url, origin)))
+        return ids <= in_quarantine | in_origin
+
+    wait_until_sync(
+        every_id_found, timeout_s=30, interval_s=0.1, message="messages lost by the replay"
+    )
     assert in_quarantine | in_origin == ids
     assert in_origin and in_quarantine, "killed mid-way: both hold some"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ class TlsNode:
         return f"amqps://guest:tls-test-pw@{host}:{self.tls_port}/"
 
 
-@pytest.fixture(scope="module")
-def tls_node() -> Iterator[TlsNode]:
+@contextmanager
+def _tls_node(*, require_client_certificate: bool) -> Iterator[TlsNode]:
+    """A private node with a TLS listener; it always verifies a client certificate that is
+    offered, and with `require_client_certificate` refuses a client that offers none."""
     if not rabbitmq_server_available():
         missing("TLS tests need `rabbitmq-server` on PATH for a node of their own")
     base_dir = Path(tempfile.mkdtemp(prefix="hopline-tls-"))
@@ -70,19 +73,24 @@ def tls_node() -> Iterator[TlsNode]:
     ca.cert_pem.write_to_path(str(client_dir / "ca.pem"))
     trustme.CA().cert_pem.write_to_path(str(client_dir / "other-ca.pem"))
     tls_port = free_port()
-    node = start_local_broker(
-        node_dir,
-        extra_config="\n".join(
-            [
-                f"listeners.ssl.default = 127.0.0.1:{tls_port}",
-                f"ssl_options.cacertfile = {certs / 'ca.pem'}",
-                f"ssl_options.certfile = {certs / 'server.pem'}",
-                f"ssl_options.keyfile = {certs / 'server.key'}",
-                "ssl_options.verify = verify_peer",
-                "ssl_options.fail_if_no_peer_cert = false",
-            ]
-        ),
-    )
+    fail_if_no_peer_cert = "true" if require_client_certificate else "false"
+    try:
+        node = start_local_broker(
+            node_dir,
+            extra_config="\n".join(
+                [
+                    f"listeners.ssl.default = 127.0.0.1:{tls_port}",
+                    f"ssl_options.cacertfile = {certs / 'ca.pem'}",
+                    f"ssl_options.certfile = {certs / 'server.pem'}",
+                    f"ssl_options.keyfile = {certs / 'server.key'}",
+                    "ssl_options.verify = verify_peer",
+                    f"ssl_options.fail_if_no_peer_cert = {fail_if_no_peer_cert}",
+                ]
+            ),
+        )
+    except BaseException:
+        shutil.rmtree(base_dir, ignore_errors=True)
+        raise
     try:
         node.ctl("change_password", "guest", "tls-test-pw")
         yield TlsNode(
@@ -98,6 +106,20 @@ def tls_node() -> Iterator[TlsNode]:
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def tls_node() -> Iterator[TlsNode]:
+    """A node that accepts clients with or without a certificate of their own."""
+    with _tls_node(require_client_certificate=False) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def strict_tls_node() -> Iterator[TlsNode]:
+    """A node that demands a client certificate (`ssl_options.fail_if_no_peer_cert = true`)."""
+    with _tls_node(require_client_certificate=True) as node:
+        yield node
+
+
 def _registry(handled: list[Any]) -> Registry:
     registry = Registry("tls")
 
@@ -108,20 +130,46 @@ def _registry(handled: list[Any]) -> Registry:
     return registry
 
 
-async def test_the_pipeline_runs_over_tls_with_a_client_certificate(tls_node: TlsNode) -> None:
+async def test_the_pipeline_runs_over_tls_with_a_client_certificate(
+    strict_tls_node: TlsNode,
+) -> None:
+    # Given a node that refuses any client without a certificate signed by its CA
     tls = {
-        "tls_ca_file": tls_node.ca_file,
-        "tls_cert_file": tls_node.client_cert_file,
-        "tls_key_file": tls_node.client_key_file,
+        "tls_ca_file": strict_tls_node.ca_file,
+        "tls_cert_file": strict_tls_node.client_cert_file,
+        "tls_key_file": strict_tls_node.client_key_file,
     }
     handled: list[Any] = []
-    async with running_worker(consumer_settings(tls_node.url(), **tls), _registry(handled)):
-        async with producer_client(producer_settings(tls_node.url(), **tls)) as client:
+    url = strict_tls_node.url()
+    # When a worker and the producer connect with the client certificate and a message is sent
+    async with running_worker(consumer_settings(url, **tls), _registry(handled)):
+        async with producer_client(producer_settings(url, **tls)) as client:
             response = await client.post(
                 "/v1/messages", json={"type": "orders.created", "payload": {"over": "tls"}}
             )
+            # Then the producer accepts it and the worker handles it, both over TLS
             assert response.status_code == 202, response.text
         await wait_until(lambda: handled == [{"over": "tls"}], timeout_s=10)
+
+
+async def test_a_node_that_requires_client_certificates_refuses_a_client_without_one(
+    strict_tls_node: TlsNode,
+) -> None:
+    # Given a node that demands a client certificate, and hopline's TLS context for settings
+    # that trust the node's CA but carry no client certificate
+    settings = HoplineSettings(
+        amqp_url=SecretStr(strict_tls_node.url()), tls_ca_file=strict_tls_node.ca_file
+    )
+
+    # When hopline connects with them
+    with pytest.raises(BrokerUnavailableError) as refused:
+        connection = await connect(settings, name="test-tls-no-client-cert")
+        await connection.close()
+
+    # Then the node refused the handshake, and the error is one line that says what to set
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "HOPLINE_TLS_CERT_FILE" in message
 
 
 async def test_a_ca_file_alone_is_enough_without_a_client_certificate(tls_node: TlsNode) -> None:

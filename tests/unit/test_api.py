@@ -5,18 +5,34 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import httpx
 import orjson
 import pytest
 
+from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.settings import ProducerSettings
 from producer.app import create_app
 from tests.fakes import FakePublisher
 
 
+class SelectivelyFailingPublisher(FakePublisher):
+    """A FakePublisher whose publish of chosen messages (by message id) raises an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: dict[str, Exception] = {}
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        failure = self.failures.get(message.message_id or "")
+        if failure is not None:
+            raise failure
+        await super().publish(message, routing_key)
+
+
 @pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
+def publisher() -> SelectivelyFailingPublisher:
+    return SelectivelyFailingPublisher()
 
 
 @pytest.fixture
@@ -156,6 +172,66 @@ async def test_a_batch_publishes_every_item_and_reports_each(
     assert body["accepted"] == 5 and body["failed"] == 0
     assert [r["index"] for r in body["results"]] == list(range(5))
     assert sorted(orjson.loads(m.body)["n"] for _, m in publisher.published) == list(range(5))
+
+
+async def test_a_batch_where_some_items_fail_is_202_saying_which_failed_and_why(
+    client: httpx.AsyncClient, publisher: SelectivelyFailingPublisher
+) -> None:
+    # Given a broker that is reachable but fails to take items b-1 and b-3, each its own way
+    unreachable = "RabbitMQ is not reachable right now"
+    unconfirmed = "the broker did not confirm the publish within 1 s"
+    publisher.failures = {
+        "b-1": BrokerUnavailableError(unreachable),
+        "b-3": PublishNotConfirmedError(unconfirmed),
+    }
+    items = [{"type": "jobs.run", "payload": {"n": n}, "message_id": f"b-{n}"} for n in range(5)]
+
+    # When the batch is posted
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+
+    # Then it is accepted in part: counts, and a result per item in order naming each failure
+    assert response.status_code == 202, response.text
+    assert response.json() == {
+        "accepted": 3,
+        "failed": 2,
+        "results": [
+            {
+                "index": n,
+                "status": "failed" if n in (1, 3) else "accepted",
+                "message_id": f"b-{n}",
+                "routing_key": "normal.jobs.run",
+                "error": {1: unreachable, 3: unconfirmed}.get(n),
+            }
+            for n in range(5)
+        ],
+    }
+    # ... and exactly the accepted items reached the broker
+    assert sorted(m.message_id or "" for _, m in publisher.published) == ["b-0", "b-2", "b-4"]
+
+
+async def test_a_batch_where_every_item_fails_is_503_with_retry_after(
+    client: httpx.AsyncClient, publisher: SelectivelyFailingPublisher
+) -> None:
+    # Given a broker that is reachable but confirms none of the batch's items
+    unconfirmed = "the broker did not confirm the publish within 1 s"
+    publisher.failures = {
+        "b-0": PublishNotConfirmedError(unconfirmed),
+        "b-1": BrokerUnavailableError("RabbitMQ is not reachable right now"),
+        "b-2": PublishNotConfirmedError(unconfirmed),
+    }
+    items = [{"type": "jobs.run", "payload": {"n": n}, "message_id": f"b-{n}"} for n in range(3)]
+
+    # When the batch is posted
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+
+    # Then the whole request is 503 with Retry-After (the client retries the batch), saying
+    # none was confirmed and why the first item failed; nothing reached the broker
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "7"
+    assert response.json() == {
+        "detail": f"none of the 3 messages was confirmed: {unconfirmed}",
+    }
+    assert publisher.published == []
 
 
 async def test_a_batch_with_one_bad_item_publishes_nothing(
