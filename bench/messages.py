@@ -15,7 +15,7 @@ import aio_pika
 import orjson
 
 from common.names import routing_key
-from common.settings import ConsumerSettings
+from consumer.settings import ConsumerSettings
 
 __all__ = [
     "BODY_BYTES",

@@ -19,8 +19,8 @@ import aio_pika
 from pydantic import SecretStr
 
 from common.local_broker import start_local_broker, stop_local_broker
-from common.operations import Operator
-from common.selection import Selection
+from common.quarantine.operations import Operator
+from common.quarantine.selection import Selection
 from common.settings import HoplineSettings
 from tests.support.quarantine import seed_quarantine
 

@@ -1,4 +1,4 @@
-"""Copies of a delivery for its next stop (a retry tier, quarantine, its queue again).
+"""Copies of a delivery for its next stop: a retry tier, or quarantine.
 
 A copy keeps the body and the publisher's properties, and says in our `x-hopline-*`
 headers where it came from and what happened to it: state about a message travels with
@@ -15,9 +15,8 @@ import aio_pika
 
 from common import headers as h
 from common.envelope import IncomingLike
-from common.failed import EDITED_FROM, REPLAY_COUNT, REPLAYED_AT, FailedMessage
 
-__all__ = ["CopySource", "failure_copy", "forward_copy", "replay_copy", "retry_copy"]
+__all__ = ["CopySource", "failure_copy", "kept_headers", "retry_copy"]
 
 
 class CopySource(IncomingLike, Protocol):
@@ -34,7 +33,8 @@ class CopySource(IncomingLike, Protocol):
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 
 
-def _kept_headers(source: Mapping[str, Any] | None) -> dict[str, Any]:
+def kept_headers(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every header but the broker's own dead-letter history."""
     return {
         key: value for key, value in (source or {}).items() if not key.startswith(_BROKER_HEADERS)
     }
@@ -75,7 +75,7 @@ def retry_copy(
     error_message: str,
 ) -> aio_pika.Message:
     """The copy that waits in a retry tier and then goes back to `origin_queue`."""
-    headers = _kept_headers(incoming.headers)
+    headers = kept_headers(incoming.headers)
     headers[h.ATTEMPT] = next_attempt
     headers[h.ORIGIN_QUEUE] = origin_queue
     headers[h.ROUTING_KEY] = original_routing_key
@@ -100,7 +100,7 @@ def failure_copy(
     failed_at: datetime | None = None,
 ) -> aio_pika.Message:
     """The annotated copy for quarantine: everything a person needs to decide."""
-    headers = _kept_headers(incoming.headers)
+    headers = kept_headers(incoming.headers)
     headers.update(
         {
             h.ATTEMPT: attempt,
@@ -115,62 +115,3 @@ def failure_copy(
         }
     )
     return _copy(incoming, headers, message_type, message_id)
-
-
-# Headers that describe the last failure; a replayed message starts clean.
-_FAILURE_HEADERS = (
-    h.ERROR_TYPE,
-    h.ERROR_MESSAGE,
-    h.ERROR_TRACEBACK,
-    h.REASON,
-    h.FAILED_AT,
-    h.CONSUMER,
-)
-
-
-def replay_copy(
-    message: FailedMessage,
-    *,
-    replayed_at: datetime,
-    body: bytes | None = None,
-    extra_headers: Mapping[str, Any] | None = None,
-    new_message_id: str | None = None,
-) -> aio_pika.Message:
-    """The copy that goes back to its origin queue: attempt 1, the replay counted.
-
-    With `new_message_id` it is an edited copy, which records the id it was made from.
-    """
-    headers = {
-        key: value
-        for key, value in _kept_headers(message.headers).items()
-        if key not in _FAILURE_HEADERS
-    }
-    headers.update(extra_headers or {})
-    headers[h.ATTEMPT] = 1
-    headers[h.ORIGIN_QUEUE] = message.origin_queue
-    headers[h.ROUTING_KEY] = message.routing_key
-    headers[REPLAY_COUNT] = message.replay_count + 1
-    headers[REPLAYED_AT] = replayed_at.isoformat()
-    if new_message_id is not None:
-        headers[EDITED_FROM] = message.id
-    properties = dict(message.properties)
-    properties["message_id"] = new_message_id or properties.get("message_id") or message.id
-    properties["type"] = properties.get("type") or message.message_type
-    return aio_pika.Message(
-        message.body if body is None else body,
-        headers=headers,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        timestamp=message.timestamp,
-        **properties,
-    )
-
-
-def forward_copy(message: FailedMessage) -> aio_pika.Message:
-    """An unroutable message as it arrived, to publish again under another routing key."""
-    return aio_pika.Message(
-        message.body,
-        headers=_kept_headers(message.headers),
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        timestamp=message.timestamp,
-        **message.properties,
-    )

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "ATTEMPT",
     "CONSUMER",
+    "EDITED_FROM",
     "ERROR_MESSAGE",
     "ERROR_TRACEBACK",
     "ERROR_TYPE",
@@ -16,6 +17,8 @@ __all__ = [
     "MAX_TRACEBACK_CHARS",
     "ORIGIN_QUEUE",
     "REASON",
+    "REPLAYED_AT",
+    "REPLAY_COUNT",
     "RESERVED_PREFIX",
     "ROUTING_KEY",
     "bounded",
@@ -34,6 +37,10 @@ FAILED_AT = "x-hopline-failed-at"
 CONSUMER = "x-hopline-consumer"
 # Why the message was quarantined, e.g. "gave up after 5 attempts: ...".
 REASON = "x-hopline-reason"
+# Set by an operator's replay: how often, when, and (an edited copy) the id it was made from.
+REPLAY_COUNT = "x-hopline-replay-count"
+REPLAYED_AT = "x-hopline-replayed-at"
+EDITED_FROM = "x-hopline-edited-from"
 
 # A header table must fit in one AMQP frame (128 KiB by default) next to everything else,
 # so what we add is bounded no matter how large an exception is.

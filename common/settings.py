@@ -6,32 +6,23 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     FilePath,
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from common.errors import ConfigurationError
 from common.names import Names, format_delay, is_valid_message_type
 
-__all__ = [
-    "ApiKeySpec",
-    "ConsumerSettings",
-    "HoplineSettings",
-    "ProducerSettings",
-    "load_settings",
-]
+__all__ = ["HoplineSettings", "load_settings", "split_commas"]
 
 _WORD = r"^[a-z][a-z0-9_-]*$"
 
 
-def _split_commas(value: object) -> object:
+def split_commas(value: object) -> object:
     """`HOPLINE_PRIORITIES=high,normal,low` reads better than a JSON list in a shell."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -84,7 +75,7 @@ class HoplineSettings(BaseSettings):
     @field_validator("priorities", "retry_delays_s", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        return _split_commas(value)
+        return split_commas(value)
 
     @field_validator("priorities")
     @classmethod
@@ -118,100 +109,6 @@ class HoplineSettings(BaseSettings):
     @property
     def priority_order(self) -> tuple[str, ...]:
         return tuple(self.priorities)
-
-
-class ApiKeySpec(BaseModel):
-    """One ingestion API key, stored as the SHA-256 of the key, never the key itself."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=64, description="Shown in logs instead of the key.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
-    types: list[str] = Field(
-        default_factory=lambda: ["#"], description="Message type patterns (`*`, `#`) allowed."
-    )
-    priorities: list[str] | None = Field(None, description="Allowed priorities (default: all).")
-    rate_per_s: float = Field(100.0, gt=0, description="Sustained messages per second.")
-    burst: int = Field(200, ge=1, description="Messages allowed at once above the rate.")
-
-
-class ProducerSettings(HoplineSettings):
-    """The HTTP ingestion service."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    max_payload_bytes: int = Field(256 * 1024, ge=1, description="Largest payload, as JSON.")
-    max_request_bytes: int = Field(
-        16 * 1024 * 1024, ge=1, description="Largest request body, checked before parsing."
-    )
-    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503.")
-    max_batch_size: int = Field(1000, ge=1, le=10_000)
-    admin_token: SecretStr | None = Field(
-        None, description="Bearer token of the admin API and page; unset disables both."
-    )
-    archive_dir: str = Field(
-        ".hopline/archive", description="Where the admin API archives discarded messages."
-    )
-    api_keys: list[ApiKeySpec] = Field(
-        default_factory=list,
-        description="Ingestion API keys as JSON (`hopline apikey` makes one); "
-        "empty: the ingestion API is open.",
-    )
-
-
-class ConsumerSettings(HoplineSettings):
-    """A consumer service."""
-
-    handlers: str | None = Field(
-        None,
-        description="Import path `module:attribute` of the service's handler registry "
-        "(required; `consumer.examples:registry` is the demo service of `make run`).",
-    )
-    concurrency: int = Field(16, ge=1, le=10_000, description="Handlers running at once.")
-    prefetch: int | None = Field(
-        None, ge=1, description="Unacked deliveries per priority queue (default: concurrency)."
-    )
-    consume_priorities: Annotated[list[str], NoDecode] | None = Field(
-        None, description="Serve only these priorities (default: all)."
-    )
-    shutdown_grace_s: float = Field(30.0, ge=0)
-    # Outage protection (consumer/breaker.py): off unless a failure ratio is set.
-    breaker_failure_ratio: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Pause consuming when this share of recent outcomes are transient failures.",
-    )
-    breaker_window_s: float = Field(
-        30.0, gt=0, description="Outcomes older than this are forgotten."
-    )
-    breaker_min_outcomes: int = Field(20, ge=1, description="Fewer outcomes never pause.")
-    breaker_cooldown_s: float = Field(30.0, gt=0, description="Pause length before probing.")
-    breaker_probes: int = Field(5, ge=1, description="Successful probes that resume consuming.")
-
-    @field_validator("consume_priorities", mode="before")
-    @classmethod
-    def _split_consumed(cls, value: object) -> object:
-        return _split_commas(value)
-
-    @model_validator(mode="after")
-    def _consumed_are_known(self) -> ConsumerSettings:
-        unknown = set(self.consume_priorities or ()) - set(self.priorities)
-        if unknown:
-            raise ValueError(
-                f"consume_priorities {sorted(unknown)} are not in priorities {self.priorities}"
-            )
-        return self
-
-    @property
-    def served_priorities(self) -> tuple[str, ...]:
-        """Priorities this process consumes, highest first."""
-        wanted = set(self.consume_priorities or self.priorities)
-        return tuple(p for p in self.priorities if p in wanted)
-
-    @property
-    def effective_prefetch(self) -> int:
-        return self.prefetch or self.concurrency
 
 
 _S = TypeVar("_S", bound=HoplineSettings)

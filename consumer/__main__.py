@@ -13,8 +13,9 @@ from aiormq.exceptions import ChannelAccessRefused
 from common.connection import access_refused_error
 from common.errors import ConfigurationError, HoplineError
 from common.logging import configure_logging, get_logger
-from common.settings import ConsumerSettings, load_settings
+from common.settings import load_settings
 from consumer.loader import load_registry
+from consumer.settings import ConsumerSettings
 from consumer.worker import Worker
 
 __all__ = ["main", "serve"]

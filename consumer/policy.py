@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
     "Ack",
     "Decision",
     "Outcome",
@@ -22,6 +23,11 @@ __all__ = [
     "RetryPolicy",
     "decide",
 ]
+
+
+# A handler's attempts unless it says otherwise; also the policy for messages no handler
+# takes (undecodable, unknown type), which are quarantined at once anyway.
+DEFAULT_MAX_ATTEMPTS = 5
 
 
 class OutcomeKind(enum.Enum):

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from common.errors import ConfigurationError
 from common.names import is_valid_message_type, topic_matches
+from consumer.policy import DEFAULT_MAX_ATTEMPTS
 
 __all__ = ["HandlerFunc", "HandlerSpec", "Registry"]
 
@@ -56,7 +57,7 @@ class Registry:
         self,
         message_type: str,
         *,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float = 30.0,
         model: type[BaseModel] | None = None,
         retry_delays_s: tuple[float, ...] | None = None,

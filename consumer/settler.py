@@ -12,7 +12,7 @@ what happens depends on why, because a fault must not change a message's outcome
         -> a refused retry copy becomes a quarantine copy that says so (`QUARANTINED`);
            if a quarantine copy fails too, `basic.reject(requeue=False)`, one message at a
            time, and the broker dead-letters it to quarantine itself (`REJECTED`; the reason
-           is then read from the broker's `x-death`, see common.failed).
+           is then read from the broker's `x-death`, see common.quarantine.failed).
 
 No delivery is handled while the copy channel is closed either (`wait_until_publishable`):
 a handler's outcome could not be settled, and its work would be done twice.

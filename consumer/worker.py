@@ -24,7 +24,6 @@ from common.envelope import decode_delivery, original_routing_key
 from common.errors import ConfigurationError, UndecodableMessageError
 from common.headers import read_attempt
 from common.logging import get_logger
-from common.settings import ConsumerSettings
 from common.topology import Topology, service_topology
 from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
@@ -32,9 +31,19 @@ from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.isolation import SuspectGate, probation
-from consumer.policy import Ack, Outcome, OutcomeKind, Quarantine, Retry, RetryPolicy, decide
+from consumer.policy import (
+    DEFAULT_MAX_ATTEMPTS,
+    Ack,
+    Outcome,
+    OutcomeKind,
+    Quarantine,
+    Retry,
+    RetryPolicy,
+    decide,
+)
 from consumer.registry import HandlerSpec, Registry
 from consumer.scheduler import PrioritySlots
+from consumer.settings import ConsumerSettings
 from consumer.settler import DeliveryContext, Settled, Settler
 from consumer.subscription import Subscription
 
@@ -55,7 +64,7 @@ class Worker:
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
-        self._default_policy = RetryPolicy(5, tuple(settings.retry_delays_s))
+        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, tuple(settings.retry_delays_s))
         # Built once: `settings.priority_order` makes a new tuple on every call, and decoding
         # needs it for every delivery.
         self._priorities = settings.priority_order

@@ -8,8 +8,9 @@ import uvicorn
 
 from common.errors import HoplineError
 from common.logging import configure_logging
-from common.settings import ProducerSettings, load_settings
+from common.settings import load_settings
 from producer.app import create_app
+from producer.settings import ProducerSettings
 
 __all__ = ["main"]
 

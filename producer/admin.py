@@ -1,7 +1,8 @@
 """The quarantine and unroutable tools over HTTP, under `/v1/admin` (bearer admin token).
 
-Thin: each route turns its query or body into a `Selection` and calls `common.operations`,
-exactly what the `hopline` CLI does, so both always agree with the queues themselves.
+Thin: each route turns its query or body into a `Selection` and calls
+`common.quarantine.operations`, exactly what the `hopline` CLI does, so both always agree with
+the queues themselves. The bodies are in `producer/admin_schemas.py`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, JsonValue
 
 from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
-from common.failed import FailedMessage, json_safe
-from common.operations import NothingSelectedError, Operator, UnknownMessageError
-from common.quarantine import Edit, MoveReport, QueueMissingError
-from common.selection import Selection, parse_duration
-from common.settings import ProducerSettings
+from common.quarantine.archive import json_safe
+from common.quarantine.failed import FailedMessage
+from common.quarantine.operations import NothingSelectedError, Operator, UnknownMessageError
+from common.quarantine.selection import Selection, message_summary, selection_from_filters
+from common.quarantine.sweep import Edit, MoveReport, QueueMissingError
+from producer.admin_schemas import (
+    DiscardIn,
+    GroupOut,
+    MessageDetail,
+    MessageSummary,
+    MoveOut,
+    ReplayIn,
+    UnroutableReplayIn,
+)
+from producer.settings import ProducerSettings
 from producer.state import app_state
 
 __all__ = ["admin_page", "admin_router"]
@@ -76,83 +86,6 @@ OperatorDep = Annotated[Operator, Depends(_operator)]
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-class MessageSummary(BaseModel):
-    id: str
-    queue: str
-    type: str | None
-    origin_queue: str | None
-    routing_key: str
-    attempts: int | None
-    error_type: str
-    error: str
-    reason: str
-    failed_at: datetime | None
-    replay_count: int
-    failed_again_after_replay: bool
-
-
-class MessageDetail(MessageSummary):
-    properties: dict[str, Any]
-    headers: dict[str, Any]
-    payload: str
-    traceback: str
-
-
-class GroupOut(BaseModel):
-    id: str
-    queue: str
-    error_type: str
-    message_type: str | None
-    count: int
-    oldest: datetime | None
-    newest: datetime | None
-    failed_again: int
-    example_error: str
-
-
-class EditIn(BaseModel):
-    payload: JsonValue = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    replace_payload: bool = Field(True, description="False keeps the original payload.")
-
-
-class MoveIn(BaseModel):
-    ids: list[str] = Field(default_factory=list)
-    group: str | None = None
-    all: bool = Field(False, description="Every message matching the filters.")
-    service: list[str] = Field(default_factory=list, description="Default: every quarantine.")
-    type: str | None = None
-    error: str | None = None
-    since: str | None = Field(None, description="e.g. 15m, 2h, 7d")
-    dry_run: bool = False
-
-
-class ReplayIn(MoveIn):
-    edit: EditIn | None = None
-
-
-class DiscardIn(MoveIn):
-    archive: bool = Field(True, description="False deletes for good, without an archive line.")
-
-
-class UnroutableReplayIn(BaseModel):
-    ids: list[str] = Field(default_factory=list)
-    all: bool = False
-    type: str | None = None
-    routing_key: str | None = Field(None, description="Publish under this key instead.")
-    dry_run: bool = False
-
-
-class MoveOut(BaseModel):
-    examined: int
-    matched: int
-    moved: int
-    dry_run: bool
-    ids: list[str]
-    failures: list[dict[str, str]]
-    archive: str | None = None
-
-
 def _selection(
     ids: list[str] | None,
     message_type: str | None,
@@ -161,27 +94,13 @@ def _selection(
     group: str | None,
 ) -> Selection:
     try:
-        window = parse_duration(since) if since else None
+        return selection_from_filters(ids, message_type, error, since, group)
     except ValueError as exc:
-        raise HTTPException(422, f"since: {exc}") from None
-    return Selection(frozenset(ids or ()), message_type, error, window, group)
+        raise HTTPException(422, str(exc)) from None
 
 
 def _summary(queue: str, message: FailedMessage) -> MessageSummary:
-    return MessageSummary(
-        id=message.id,
-        queue=queue,
-        type=message.message_type,
-        origin_queue=message.origin_queue,
-        routing_key=message.routing_key,
-        attempts=message.attempts,
-        error_type=message.error_type,
-        error=message.error_first_line,
-        reason=message.reason,
-        failed_at=message.failed_at,
-        replay_count=message.replay_count,
-        failed_again_after_replay=message.failed_again_after_replay,
-    )
+    return MessageSummary(**message_summary(queue, message))
 
 
 async def _guard(work: Any) -> Any:
@@ -222,10 +141,7 @@ async def list_messages(
 @admin_router.get("/quarantine/groups", summary="Failures grouped by error and message type")
 async def groups(operator: OperatorDep, service: Services = None) -> list[GroupOut]:
     found = await _guard(operator.groups(service or []))
-    return [
-        GroupOut(queue=queue, **{name: getattr(group, name) for name in group.__slots__})
-        for queue, group in found
-    ]
+    return [GroupOut(queue=queue, **group.as_dict()) for queue, group in found]
 
 
 @admin_router.get("/quarantine/messages/{message_id}", summary="One message, whole")

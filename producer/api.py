@@ -14,7 +14,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
-from common.settings import ProducerSettings
 from producer.auth import ApiKey
 from producer.publisher import Publisher
 from producer.schemas import (
@@ -25,6 +24,7 @@ from producer.schemas import (
     MessageIn,
     Problem,
 )
+from producer.settings import ProducerSettings
 from producer.state import app_state
 
 __all__ = ["PayloadTooLarge", "ServiceUnavailable", "router"]

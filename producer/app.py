@@ -6,26 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 
 from common.logging import get_logger
-from common.settings import ProducerSettings
 from producer.admin import admin_page, admin_router
-from producer.api import PayloadTooLarge, ServiceUnavailable, router
-from producer.auth import Forbidden, KeyRing, RateLimited, Unauthenticated
+from producer.api import router
+from producer.auth import KeyRing
+from producer.errors import add_error_responses
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
 from producer.schemas import document_priorities
+from producer.settings import ProducerSettings
 from producer.state import AppState
 
 __all__ = ["create_app"]
 
 _log = get_logger("hopline.producer")
-# What FastAPI answers (400, undocumented) when a body cannot be decoded, e.g. invalid UTF-8.
-_UNPARSEABLE_BODY = "There was an error parsing the body"
 
 
 def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
@@ -68,42 +64,5 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
         app.add_api_route("/admin", admin_page, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
-    @app.exception_handler(ServiceUnavailable)
-    async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail},
-            status_code=503,
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
-    @app.exception_handler(Unauthenticated)
-    async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=403)
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
-            # A body that is not UTF-8 JSON is invalid input like any malformed JSON: 422.
-            error = {"type": "json_invalid", "loc": ["body"], "msg": "body is not UTF-8 JSON"}
-            return JSONResponse({"detail": [error]}, status_code=422)
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(PayloadTooLarge)
-    async def too_large(_request: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=413)
-
+    add_error_responses(app, retry_after_s=settings.retry_after_s)
     return app

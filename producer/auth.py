@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common.apikeys import hash_key
+from common.apikeys import ApiKeySpec, hash_key
 from common.names import topic_matches
-from common.settings import ApiKeySpec
 
 __all__ = [
     "ApiKey",

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 
-from common.settings import ProducerSettings
 from producer.auth import KeyRing
 from producer.publisher import Publisher
+from producer.settings import ProducerSettings
 
 __all__ = ["AppState", "app_state"]
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
-from common.failed import failed_from_delivery
 from common.names import Names
+from common.quarantine.failed import failed_from_delivery
 from common.topology import service_topology
 from consumer import Registry
 from tests.support.foreign import publish_with_pika

@@ -22,7 +22,6 @@ from aiormq.exceptions import ChannelAccessRefused
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from common.cli import app
 from common.connection import AccessRefusedError, access_refused_error, connect
 from common.local_broker import (
     LocalBroker,
@@ -32,6 +31,7 @@ from common.local_broker import (
 )
 from common.settings import HoplineSettings
 from consumer import PermanentError, Registry
+from consumer.cli import app
 from tests.support.needs import missing
 from tests.support.pipeline import (
     FAST_RETRY_DELAYS_S,

@@ -27,7 +27,7 @@ QUARANTINE = NAMES.quarantine("orders")
 
 def hopline(vhost: Vhost, broker: BrokerEndpoint, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "common.cli", *args],
+        [sys.executable, "-m", "consumer.cli", *args],
         env=_env(vhost, broker),
         cwd=ROOT,
         capture_output=True,
@@ -185,7 +185,7 @@ def test_errors_are_one_line_for_a_person(
     # The broker is unreachable
     env = _env(vhost, broker) | {"HOPLINE_AMQP_URL": unused_amqp_url}
     result = subprocess.run(
-        [sys.executable, "-m", "common.cli", "quarantine", "list", "-s", "orders"],
+        [sys.executable, "-m", "consumer.cli", "quarantine", "list", "-s", "orders"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -235,7 +235,7 @@ def test_a_replay_killed_half_way_loses_nothing(vhost: Vhost, broker: BrokerEndp
     origin = "hopline.orders.normal"
     # When `replay --all` is SIGKILLed while it moves messages
     process = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "quarantine", "replay", "--all", "-s", "orders"],
+        [sys.executable, "-m", "consumer.cli", "quarantine", "replay", "--all", "-s", "orders"],
         env=_env(vhost, broker),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

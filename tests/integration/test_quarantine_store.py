@@ -11,11 +11,10 @@ import pytest
 from pydantic import SecretStr
 
 from common.connection import connect
-from common.failed import EDITED_FROM, REPLAY_COUNT
-from common.headers import ATTEMPT, ERROR_TYPE
+from common.headers import ATTEMPT, EDITED_FROM, ERROR_TYPE, REPLAY_COUNT
 from common.names import Names
-from common.quarantine import Edit, FailedMessageStore
-from common.selection import Selection, group_id
+from common.quarantine.selection import Selection, group_id
+from common.quarantine.sweep import Edit, QueueSweep
 from common.settings import HoplineSettings
 from consumer import Registry
 from tests.support.pipeline import consumer_settings, drain, queue_depth, running_worker
@@ -28,9 +27,9 @@ ORIGIN = NAMES.work_queue("orders", "normal")
 
 
 @pytest.fixture
-async def store(amqp_url: str) -> AsyncIterator[FailedMessageStore]:
+async def store(amqp_url: str) -> AsyncIterator[QueueSweep]:
     connection = await connect(HoplineSettings(amqp_url=SecretStr(amqp_url)), name="test")
-    yield FailedMessageStore(connection, NAMES)
+    yield QueueSweep(connection, NAMES)
     await connection.close()
 
 
@@ -38,7 +37,7 @@ def _failures(count: int, **extra: Any) -> list[dict[str, Any]]:
     return [{"id": f"m-{n}", "payload": {"n": n}, **extra} for n in range(count)]
 
 
-async def test_looking_many_times_changes_nothing(amqp_url: str, store: FailedMessageStore) -> None:
+async def test_looking_many_times_changes_nothing(amqp_url: str, store: QueueSweep) -> None:
     ids = await seed_quarantine(amqp_url, "orders", _failures(30))
     for _ in range(5):
         seen = await store.browse(QUARANTINE)
@@ -50,7 +49,7 @@ async def test_looking_many_times_changes_nothing(amqp_url: str, store: FailedMe
     assert first.attempts == 3
 
 
-async def test_filters_and_groups(amqp_url: str, store: FailedMessageStore) -> None:
+async def test_filters_and_groups(amqp_url: str, store: QueueSweep) -> None:
     await seed_quarantine(
         amqp_url,
         "orders",
@@ -68,7 +67,7 @@ async def test_filters_and_groups(amqp_url: str, store: FailedMessageStore) -> N
 
 
 async def test_replay_sends_back_to_the_origin_queue_with_attempt_reset(
-    amqp_url: str, store: FailedMessageStore
+    amqp_url: str, store: QueueSweep
 ) -> None:
     await seed_quarantine(amqp_url, "orders", _failures(5))
     report = await store.replay(QUARANTINE, Selection(ids=frozenset({"m-1", "m-3"})))
@@ -83,7 +82,7 @@ async def test_replay_sends_back_to_the_origin_queue_with_attempt_reset(
     assert [m.id for m in remaining] == ["m-0", "m-2", "m-4"], "order of the rest kept"
 
 
-async def test_dry_run_moves_nothing(amqp_url: str, store: FailedMessageStore) -> None:
+async def test_dry_run_moves_nothing(amqp_url: str, store: QueueSweep) -> None:
     await seed_quarantine(amqp_url, "orders", _failures(4))
     report = await store.replay(QUARANTINE, Selection(), dry_run=True)
     assert report.matched == 4 and report.moved == 0
@@ -93,9 +92,7 @@ async def test_dry_run_moves_nothing(amqp_url: str, store: FailedMessageStore) -
     assert await queue_depth(amqp_url, ORIGIN) == 0
 
 
-async def test_an_edited_replay_is_a_copy_with_a_new_id(
-    amqp_url: str, store: FailedMessageStore
-) -> None:
+async def test_an_edited_replay_is_a_copy_with_a_new_id(amqp_url: str, store: QueueSweep) -> None:
     await seed_quarantine(amqp_url, "orders", _failures(1))
     edit = Edit(body=b'{"n": 100}', headers={"fixed-by": "ops"})
     report = await store.replay(QUARANTINE, Selection(ids=frozenset({"m-0"})), edit=edit)
@@ -108,9 +105,7 @@ async def test_an_edited_replay_is_a_copy_with_a_new_id(
     assert await queue_depth(amqp_url, QUARANTINE) == 0
 
 
-async def test_discard_archives_then_import_puts_back(
-    amqp_url: str, store: FailedMessageStore
-) -> None:
+async def test_discard_archives_then_import_puts_back(amqp_url: str, store: QueueSweep) -> None:
     await seed_quarantine(amqp_url, "orders", _failures(3))
     archive = io.BytesIO()
     report = await store.discard(QUARANTINE, Selection(), archive=archive)
@@ -126,7 +121,7 @@ async def test_discard_archives_then_import_puts_back(
 
 
 async def test_a_replayed_message_that_fails_again_is_marked(
-    amqp_url: str, store: FailedMessageStore
+    amqp_url: str, store: QueueSweep
 ) -> None:
     # Given a real consumer whose handler always fails permanently
     registry = Registry("orders")

@@ -12,8 +12,8 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common import headers as h
-from common.failed import failed_from_delivery
 from common.names import Names
+from common.quarantine.failed import failed_from_delivery
 from consumer import Registry, RetryableError
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery

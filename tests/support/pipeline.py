@@ -11,10 +11,11 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import SecretStr
 
-from common.settings import ConsumerSettings, ProducerSettings
 from consumer.registry import Registry
+from consumer.settings import ConsumerSettings
 from consumer.worker import Worker
 from producer.app import create_app
+from producer.settings import ProducerSettings
 from tests.support.wait import wait_until
 
 __all__ = [

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
-from common.settings import ProducerSettings
 from producer.app import create_app
+from producer.settings import ProducerSettings
 from tests.fakes import FakePublisher
 
 

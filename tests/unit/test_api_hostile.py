@@ -8,8 +8,8 @@ import httpx
 import orjson
 import pytest
 
-from common.settings import ProducerSettings
 from producer.app import create_app
+from producer.settings import ProducerSettings
 from tests.fakes import FakePublisher
 
 

@@ -12,9 +12,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from common.apikeys import hash_key
-from common.settings import ApiKeySpec, ProducerSettings
+from common.apikeys import ApiKeySpec, hash_key
 from producer.app import create_app
+from producer.settings import ProducerSettings
 from tests.fakes import FakePublisher
 
 # The schema documents bearer authentication, so the API runs with a key (a generous rate:

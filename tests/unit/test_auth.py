@@ -8,10 +8,10 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from common.apikeys import hash_key, new_key
-from common.settings import ApiKeySpec, ProducerSettings
+from common.apikeys import ApiKeySpec, hash_key, new_key
 from producer.app import create_app
 from producer.auth import KeyRing, TokenBucket
+from producer.settings import ProducerSettings
 from tests.fakes import FakePublisher
 
 BILLING_KEY = new_key()

@@ -10,7 +10,6 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from common.cli import app
 from common.definitions import (
     BrokerUser,
     Rights,
@@ -22,6 +21,7 @@ from common.definitions import (
 )
 from common.settings import HoplineSettings
 from common.topology import core_topology, service_topology
+from consumer.cli import app
 
 SETTINGS = HoplineSettings()
 NAMES = SETTINGS.names

@@ -1,4 +1,4 @@
-"""common.failed: what an operator reads of a quarantined message, and whose reason wins.
+"""common.quarantine.failed: what an operator reads of a quarantined message, and whose reason wins.
 
 A consumer's own quarantine copy carries its reason in `x-hopline-*` headers and no `x-death`.
 When the broker dead-lettered the message itself (delivery limit, the reject fallback), the
@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common import headers as h
-from common.failed import FailedMessage, failed_from_delivery
+from common.quarantine.failed import FailedMessage, failed_from_delivery
 
 DIED_AT = datetime(2026, 11, 29, 12, 0, 5, tzinfo=UTC)
 WORK_QUEUE = "hopline.orders.normal"

@@ -6,7 +6,9 @@ import pytest
 
 from common.errors import ConfigurationError
 from common.names import Names
-from common.settings import ConsumerSettings, HoplineSettings, ProducerSettings, load_settings
+from common.settings import HoplineSettings, load_settings
+from consumer.settings import ConsumerSettings
+from producer.settings import ProducerSettings
 
 
 def configuration_error(cls: type[HoplineSettings] = ConsumerSettings) -> str:

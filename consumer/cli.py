@@ -1,4 +1,7 @@
-"""`hopline`: the operator's command line (topology, publishing)."""
+"""`hopline`: the operator's command line (topology, publishing, quarantine).
+
+It lives with the consumer runtime because `--handlers` loads consumer registries; the
+producer never imports it."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from common.apikeys import hash_key, new_key
+from common.apikeys import ApiKeySpec, hash_key, new_key
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.definitions import (
@@ -26,8 +29,7 @@ from common.definitions import (
 )
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
-from common.quarantine_cli import quarantine_app, unroutable_app
-from common.settings import ApiKeySpec, HoplineSettings, load_settings
+from common.settings import HoplineSettings, load_settings
 from common.topology import (
     CURRENT_RELEASE,
     BrokerVersion,
@@ -35,6 +37,8 @@ from common.topology import (
     core_topology,
     service_topology,
 )
+from consumer.loader import load_registry
+from consumer.quarantine_cli import quarantine_app, unroutable_app
 
 __all__ = ["app", "main"]
 
@@ -72,9 +76,6 @@ def _settings() -> HoplineSettings:
 def _topology(
     settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
 ) -> Topology:
-    # The registry lives with the consumer; importing it lazily keeps `common` independent.
-    from consumer.loader import load_registry
-
     topology = core_topology(settings, version)
     for path in handlers or ():
         registry = load_registry(path)
@@ -146,7 +147,6 @@ def _password_variable(role: str) -> str:
 def _broker_users(
     settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
 ) -> list[BrokerUser]:
-    from consumer.loader import load_registry
 
     services = []
     for path in handlers or ():

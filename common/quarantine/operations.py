@@ -12,10 +12,10 @@ from typing import BinaryIO
 
 from common.connection import connect
 from common.errors import HoplineError
-from common.failed import FailedMessage
-from common.management import find_quarantine_queues
-from common.quarantine import Edit, FailedMessageStore, MoveReport, Progress
-from common.selection import Group, Selection, group_messages
+from common.quarantine.failed import FailedMessage
+from common.quarantine.management import find_quarantine_queues
+from common.quarantine.selection import Group, Selection, group_messages
+from common.quarantine.sweep import Edit, MoveReport, Progress, QueueSweep
 from common.settings import HoplineSettings
 
 __all__ = ["NothingSelectedError", "Operator", "UnknownMessageError"]
@@ -30,7 +30,7 @@ class NothingSelectedError(HoplineError):
 
 
 class Operator:
-    def __init__(self, settings: HoplineSettings, store: FailedMessageStore) -> None:
+    def __init__(self, settings: HoplineSettings, store: QueueSweep) -> None:
         self.settings = settings
         self.store = store
         self.names = settings.names
@@ -40,7 +40,7 @@ class Operator:
     async def open(cls, settings: HoplineSettings, *, name: str) -> AsyncIterator[Operator]:
         connection = await connect(settings, name=name, robust=False)
         try:
-            yield cls(settings, FailedMessageStore(connection, settings.names))
+            yield cls(settings, QueueSweep(connection, settings.names))
         finally:
             await connection.close()
 

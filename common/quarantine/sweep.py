@@ -23,17 +23,28 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from common.errors import HoplineError
-from common.failed import FailedMessage, failed_from_delivery, from_archive_line
-from common.moves import Archive, Drop, Edit, Forward, Look, Move, MoveReport, Replay, nothing
 from common.names import Names
-from common.selection import Selection
+from common.quarantine.archive import from_archive_line
+from common.quarantine.failed import FailedMessage, failed_from_delivery
+from common.quarantine.moves import (
+    Archive,
+    Drop,
+    Edit,
+    Forward,
+    Look,
+    Move,
+    MoveReport,
+    Replay,
+    nothing,
+)
+from common.quarantine.selection import Selection
 
 __all__ = [
     "Edit",
-    "FailedMessageStore",
     "MoveReport",
     "Progress",
     "QueueMissingError",
+    "QueueSweep",
 ]
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -49,7 +60,7 @@ class QueueMissingError(HoplineError):
     """The queue to look at does not exist (wrong service, prefix or vhost)."""
 
 
-class FailedMessageStore:
+class QueueSweep:
     def __init__(
         self, connection: AbstractConnection, names: Names, *, publish_timeout_s: float = 10.0
     ) -> None:

@@ -22,11 +22,12 @@ from rich.syntax import Syntax
 from rich.table import Column, Table
 
 from common.errors import ConfigurationError, HoplineError
-from common.failed import FailedMessage, json_safe
-from common.operations import Operator
-from common.quarantine import Edit, MoveReport
-from common.quarantine import Progress as ProgressCallback
-from common.selection import Selection, parse_duration
+from common.quarantine.archive import json_safe
+from common.quarantine.failed import FailedMessage
+from common.quarantine.operations import Operator
+from common.quarantine.selection import Selection, message_summary, selection_from_filters
+from common.quarantine.sweep import Edit, MoveReport
+from common.quarantine.sweep import Progress as ProgressCallback
 from common.settings import HoplineSettings, load_settings
 
 __all__ = ["quarantine_app", "unroutable_app"]
@@ -81,10 +82,9 @@ def _selection(
     group: str | None = None,
 ) -> Selection:
     try:
-        window = parse_duration(since) if since else None
+        return selection_from_filters(ids, message_type, error, since, group)
     except ValueError as exc:
-        raise ConfigurationError(f"--since: {exc}") from None
-    return Selection(frozenset(ids or ()), message_type, error, window, group)
+        raise ConfigurationError(f"--{exc}") from None
 
 
 @contextmanager
@@ -109,18 +109,7 @@ def _when(moment: datetime | None) -> str:
 
 
 def _summary(queue: str, message: FailedMessage) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "queue": queue,
-        "type": message.message_type,
-        "origin_queue": message.origin_queue,
-        "attempts": message.attempts,
-        "error_type": message.error_type,
-        "error": message.error_first_line,
-        "failed_at": message.failed_at.isoformat() if message.failed_at else None,
-        "replay_count": message.replay_count,
-        "failed_again_after_replay": message.failed_again_after_replay,
-    }
+    return json_safe(message_summary(queue, message))  # type: ignore[no-any-return]
 
 
 def _print_json(value: Any) -> None:
@@ -202,7 +191,7 @@ def groups(services: Services = None, as_json: AsJson = False) -> None:
     """Failures grouped by error type and message type, with counts, oldest and newest."""
     found = _run(lambda op: op.groups(services or []))
     if as_json:
-        _print_json([{"queue": queue, **json_safe(_fields(group))} for queue, group in found])
+        _print_json([{"queue": queue, **json_safe(group.as_dict())} for queue, group in found])
         return
     if not found:
         _out.print("quarantine is empty")
@@ -232,10 +221,6 @@ def groups(services: Services = None, as_json: AsJson = False) -> None:
     _out.print(table)
 
 
-def _fields(group: Any) -> dict[str, Any]:
-    return {name: getattr(group, name) for name in group.__slots__}
-
-
 @quarantine_app.command("show")
 def show(message_id: str, services: Services = None, as_json: AsJson = False) -> None:
     """Every property and header, the payload pretty-printed, the traceback."""
@@ -244,7 +229,6 @@ def show(message_id: str, services: Services = None, as_json: AsJson = False) ->
         _print_json(
             {
                 **_summary(queue, message),
-                "routing_key": message.routing_key,
                 "properties": json_safe(message.properties),
                 "headers": json_safe(message.headers),
                 "payload": message.payload_text(),
@@ -255,7 +239,6 @@ def show(message_id: str, services: Services = None, as_json: AsJson = False) ->
     table = Table("field", "value", show_header=False)
     for name, value in _summary(queue, message).items():
         table.add_row(name, str(value))
-    table.add_row("routing_key", message.routing_key)
     for name, value in message.properties.items():
         if value is not None:
             table.add_row(f"property {name}", str(value))

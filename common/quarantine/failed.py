@@ -1,43 +1,26 @@
-"""A quarantined (or unroutable) message as an operator sees it, and its archive form.
+"""A quarantined (or unroutable) message as an operator sees it.
 
 Parsing is pure: `failed_from_delivery` reads what the consumer wrote in `x-hopline-*`
 headers and, for messages the broker dead-lettered itself (delivery limit, reject), what the
-broker wrote in `x-death`. Archive lines (JSONL) carry the body and every property, so
-`import` can put a message back exactly as it was.
+broker wrote in `x-death`, whichever happened last.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from common import headers as h
 
-__all__ = [
-    "EDITED_FROM",
-    "REPLAYED_AT",
-    "REPLAY_COUNT",
-    "FailedMessage",
-    "failed_from_delivery",
-    "from_archive_line",
-    "json_safe",
-    "to_archive_line",
-]
+__all__ = ["PROPERTY_NAMES", "FailedMessage", "failed_from_delivery", "parse_time"]
 
-REPLAY_COUNT = "x-hopline-replay-count"
-REPLAYED_AT = "x-hopline-replayed-at"
-EDITED_FROM = "x-hopline-edited-from"
-
-_PROPERTY_NAMES = (
+PROPERTY_NAMES = (
     "content_type",
     "content_encoding",
     "correlation_id",
@@ -106,7 +89,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = _text(value)
@@ -142,7 +125,7 @@ def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
     error_type = _text(headers.get(h.ERROR_TYPE))
     error_message = _text(headers.get(h.ERROR_MESSAGE))
     reason = _text(headers.get(h.REASON))
-    failed_at = _time(headers.get(h.FAILED_AT))
+    failed_at = parse_time(headers.get(h.FAILED_AT))
     broker = _broker_cause(death, failed_at, _int(headers.get("x-delivery-count")))
     if broker is not None:
         # The broker dead-lettered it after whatever our headers describe: its cause is the
@@ -152,8 +135,8 @@ def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
         error_message = reason
         if previous:
             error_message += f"; the attempt before failed with {previous}"
-        failed_at = _time(death.get("time")) or failed_at
-    properties = {name: getattr(incoming, name) for name in _PROPERTY_NAMES}
+        failed_at = parse_time(death.get("time")) or failed_at
+    properties = {name: getattr(incoming, name) for name in PROPERTY_NAMES}
     return FailedMessage(
         id=incoming.message_id or _digest_id(incoming.body, routing_key),
         body=incoming.body,
@@ -170,7 +153,7 @@ def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
         reason=reason,
         failed_at=failed_at,
         consumer=_text(headers.get(h.CONSUMER)) or None,
-        replay_count=_int(headers.get(REPLAY_COUNT)) or 0,
+        replay_count=_int(headers.get(h.REPLAY_COUNT)) or 0,
         delivery_tag=incoming.delivery_tag,
     )
 
@@ -201,7 +184,7 @@ def _broker_cause(
     cause = _BROKER_CAUSES.get(_text(death.get("reason")))
     if cause is None:
         return None
-    died_at = _time(death.get("time"))
+    died_at = parse_time(death.get("time"))
     if failed_at is not None and (died_at is None or died_at < failed_at.replace(microsecond=0)):
         return None
     count = f"{delivery_count + 1} times" if delivery_count else "too many times"
@@ -219,63 +202,3 @@ def _death_routing_key(death: Mapping[str, Any]) -> str:
 def _type_from_key(routing_key: str) -> str | None:
     _, dot, message_type = routing_key.partition(".")
     return message_type if dot and message_type else None
-
-
-def json_safe(value: Any) -> Any:
-    """AMQP header values (bytes, datetimes, decimals, nested tables) as plain JSON."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def to_archive_line(message: FailedMessage, *, queue: str) -> bytes:
-    """One JSON line; a non-UTF-8 body is kept as base64."""
-    try:
-        body: str = message.body.decode("utf-8")
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        body = base64.b64encode(message.body).decode("ascii")
-        encoding = "base64"
-    record = {
-        "id": message.id,
-        "queue": queue,
-        "routing_key": message.routing_key,
-        "properties": json_safe(message.properties),
-        "timestamp": message.timestamp.isoformat() if message.timestamp else None,
-        "headers": json_safe(message.headers),
-        "body": body,
-        "body_encoding": encoding,
-        "archived_at": datetime.now(UTC).isoformat(),
-    }
-    return orjson.dumps(record) + b"\n"
-
-
-def from_archive_line(line: bytes | str) -> tuple[str, aio_pika.Message, str]:
-    """(queue it was archived from, the message as it was, its id); ValueError if invalid."""
-    try:
-        record = orjson.loads(line)
-        raw_body = record["body"]
-        body = (
-            base64.b64decode(raw_body)
-            if record.get("body_encoding") == "base64"
-            else raw_body.encode("utf-8")
-        )
-        properties = record.get("properties") or {}
-        message = aio_pika.Message(
-            body,
-            headers=record.get("headers") or {},
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            timestamp=_time(record.get("timestamp")),
-            **{name: properties.get(name) for name in _PROPERTY_NAMES},
-        )
-        return str(record["queue"]), message, str(record["id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ValueError(f"not an archive line: {exc}") from exc

@@ -7,10 +7,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from common.failed import FailedMessage
+from common.quarantine.failed import FailedMessage
 
-__all__ = ["Group", "Selection", "group_id", "group_messages", "parse_duration"]
+__all__ = [
+    "Group",
+    "Selection",
+    "group_id",
+    "group_messages",
+    "message_summary",
+    "parse_duration",
+    "selection_from_filters",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -61,6 +70,40 @@ class Selection:
         return self == Selection()
 
 
+def selection_from_filters(
+    ids: Iterable[str] | None = None,
+    message_type: str | None = None,
+    error: str | None = None,
+    since: str | None = None,
+    group: str | None = None,
+) -> Selection:
+    """The selection an operator's filters mean (CLI options, admin API query or body);
+    ValueError naming `since` when it is not a duration."""
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        raise ValueError(f"since: {exc}") from None
+    return Selection(frozenset(ids or ()), message_type, error, window, group)
+
+
+def message_summary(queue: str, message: FailedMessage) -> dict[str, Any]:
+    """One line of a listing, as the CLI's `--json` and the admin API give it."""
+    return {
+        "id": message.id,
+        "queue": queue,
+        "type": message.message_type,
+        "origin_queue": message.origin_queue,
+        "routing_key": message.routing_key,
+        "attempts": message.attempts,
+        "error_type": message.error_type,
+        "error": message.error_first_line,
+        "reason": message.reason,
+        "failed_at": message.failed_at,
+        "replay_count": message.replay_count,
+        "failed_again_after_replay": message.failed_again_after_replay,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     id: str
@@ -71,6 +114,9 @@ class Group:
     newest: datetime | None
     failed_again: int  # of which failed again after a replay
     example_error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def group_messages(messages: Iterable[FailedMessage]) -> list[Group]:

@@ -1,7 +1,7 @@
 """What a sweep does with each message it takes: look, drop, archive, or publish a copy.
 
 Each move settles (acks) a message only once it is safe elsewhere: archived and synced to
-disk, or its copy confirmed by the broker. `common.quarantine` runs the moves.
+disk, or its copy confirmed by the broker. `common.quarantine.sweep` runs the moves.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from common import headers as h
-from common.copies import forward_copy, replay_copy
 from common.errors import HoplineError
-from common.failed import FailedMessage, to_archive_line
+from common.quarantine.archive import to_archive_line
+from common.quarantine.failed import FailedMessage
+from common.quarantine.replays import forward_copy, replay_copy
 
 __all__ = [
     "Archive",

@@ -1,0 +1,34 @@
+"""The producer's settings: the HTTP ingestion service (`HOPLINE_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from common.apikeys import ApiKeySpec
+from common.settings import HoplineSettings
+
+__all__ = ["ProducerSettings"]
+
+
+class ProducerSettings(HoplineSettings):
+    """The HTTP ingestion service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_payload_bytes: int = Field(256 * 1024, ge=1, description="Largest payload, as JSON.")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest request body, checked before parsing."
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503.")
+    max_batch_size: int = Field(1000, ge=1, le=10_000)
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API and page; unset disables both."
+    )
+    archive_dir: str = Field(
+        ".hopline/archive", description="Where the admin API archives discarded messages."
+    )
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        description="Ingestion API keys as JSON (`hopline apikey` makes one); "
+        "empty: the ingestion API is open.",
+    )
