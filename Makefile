@@ -17,7 +17,7 @@ install: $(STAMP)
 
 ## Run the pipeline: broker (yours via HOPLINE_AMQP_URL, or a private node), producer, consumer.
 run: install
-	$(BIN)/python deploy/local/run.py
+	$(BIN)/python -m deploy.local.run
 
 lint: install
 	$(BIN)/ruff check .

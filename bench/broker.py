@@ -1,6 +1,6 @@
 """The benchmark's own RabbitMQ node, and a fresh vhost for every scenario.
 
-The node is private (`common.local_broker`, state under /tmp) so that neither the shared
+The node is private (`deploy.local.broker`, state under /tmp) so that neither the shared
 broker nor anybody else's load disturbs the figures. Each scenario runs in its own vhost,
 deleted afterwards, so one scenario's backlog cannot slow down the next.
 """
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from common.local_broker import LocalBroker, start_local_broker, stop_local_broker
+from deploy.local.broker import LocalBroker, start_local_broker, stop_local_broker
 
 __all__ = ["BenchBroker", "private_broker"]
 

@@ -16,7 +16,7 @@ import httpx
 
 from bench.child import rss_kib
 from bench.runner import ROOT
-from common.local_broker import free_port
+from deploy.local.broker import free_port
 
 __all__ = ["ProducerProcess", "producer_process"]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import aio_pika
 from pydantic import SecretStr
 
-from common.local_broker import start_local_broker, stop_local_broker
 from common.quarantine.operations import Operator
 from common.quarantine.selection import Selection
 from common.settings import HoplineSettings
+from deploy.local.broker import start_local_broker, stop_local_broker
 from tests.support.quarantine import seed_quarantine
 
 QUEUE = "hopline.orders.quarantine"

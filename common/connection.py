@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import ssl
 from typing import Any, Literal, overload
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
@@ -30,8 +29,9 @@ from aiormq.exceptions import (
 )
 from yarl import URL
 
+from common.amqp_url import parse_amqp_url, split_urls
 from common.errors import BrokerUnavailableError, ConfigurationError
-from common.failover import FailoverConnection, split_urls
+from common.failover import FailoverConnection
 from common.frames import tolerate_out_of_range_timestamps
 from common.redact import redact_url
 from common.settings import HoplineSettings
@@ -73,19 +73,20 @@ async def connect(
     """
     tolerate_out_of_range_timestamps()  # a foreign timestamp must not kill the connection
     url = settings.amqp_url.get_secret_value()
+    parsed = parse_amqp_url(url)
     context = tls_context(settings)
     try:
         return await _open_first(split_urls(url), name, timeout_s, context, robust=robust)
     except ProbableAuthenticationError as exc:
         raise AccessRefusedError(
             f"cannot connect to RabbitMQ at {redact_url(url)}: the broker refused the login of "
-            f"user {_user(url)!r} (wrong password or no such user); check the credentials in "
+            f"user {parsed.user!r} (wrong password or no such user); check the credentials in "
             "HOPLINE_AMQP_URL"
         ) from exc
     except InvalidFrameError as exc:  # Connection.Close instead of OpenOk: vhost refused
         raise AccessRefusedError(
-            f"cannot connect to RabbitMQ at {redact_url(url)}: user {_user(url)!r} may not open "
-            f"vhost {_vhost(url)!r} (no permissions there, or no such vhost); check the vhost "
+            f"cannot connect to RabbitMQ at {redact_url(url)}: user {parsed.user!r} may not open "
+            f"vhost {parsed.vhost!r} (no permissions there, or no such vhost); check the vhost "
             "in HOPLINE_AMQP_URL"
         ) from exc
     except (AMQPConnectionError, OSError, TimeoutError) as exc:
@@ -153,7 +154,7 @@ def tls_context(settings: HoplineSettings) -> ssl.SSLContext | None:
         "HOPLINE_TLS_CERT_FILE": settings.tls_cert_file,
         "HOPLINE_TLS_KEY_FILE": settings.tls_key_file,
     }
-    if urlsplit(url).scheme.lower() != "amqps":
+    if not parse_amqp_url(url).tls:
         given = [variable for variable, path in tls_files.items() if path is not None]
         if given:
             raise ConfigurationError(
@@ -211,15 +212,6 @@ def _certificate_rejection(exc: BaseException) -> str | None:
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip(" ,')")
     return None
-
-
-def _user(url: str) -> str:
-    return unquote(urlsplit(split_urls(url)[0]).username or "guest")
-
-
-def _vhost(url: str) -> str:
-    path = urlsplit(split_urls(url)[0]).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def broker_version(connection: AbstractConnection) -> BrokerVersion:

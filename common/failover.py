@@ -18,12 +18,9 @@ from typing import Any
 from aio_pika import RobustConnection
 from yarl import URL
 
+from common.amqp_url import split_urls
+
 __all__ = ["FailoverConnection", "split_urls"]
-
-
-def split_urls(text: str) -> list[str]:
-    """`amqp://a/,amqp://b/` -> both URLs, in order; one URL stays one."""
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class FailoverConnection(RobustConnection):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.local_broker import (
+from deploy.local.broker import (
     LocalBroker,
     free_port,
     rabbitmq_server_available,

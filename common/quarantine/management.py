@@ -7,10 +7,11 @@ other operation works over AMQP alone, given `--service`.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
+from common.amqp_url import parse_amqp_url
 from common.errors import BrokerUnavailableError
 from common.redact import redact_url
 from common.settings import HoplineSettings
@@ -19,12 +20,15 @@ __all__ = ["find_quarantine_queues", "management_endpoint"]
 
 
 def management_endpoint(settings: HoplineSettings) -> tuple[str, str, str, str]:
-    """(base URL, vhost, user, password) derived from the AMQP URL unless configured."""
-    amqp = urlsplit(settings.amqp_url.get_secret_value().split(",")[0])  # a cluster: the first
-    vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
-    user, password = unquote(amqp.username or "guest"), unquote(amqp.password or "guest")
-    base = settings.management_url or f"http://{amqp.hostname or 'localhost'}:15672"
-    return base.rstrip("/"), vhost, user, password
+    """(base URL, vhost, user, password) derived from the AMQP URL unless configured.
+
+    A broker reached over TLS (`amqps://`) is asked over HTTPS too: the management API takes
+    the same user and password, which must not cross the network in clear text.
+    """
+    amqp = parse_amqp_url(settings.amqp_url.get_secret_value())
+    scheme = "https" if amqp.tls else "http"
+    base = settings.management_url or f"{scheme}://{amqp.host}:{15671 if amqp.tls else 15672}"
+    return base.rstrip("/"), amqp.vhost, amqp.user, amqp.password
 
 
 async def find_quarantine_queues(settings: HoplineSettings) -> list[str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from common.local_broker import (
+from common.redact import redact_url
+from deploy.local.broker import (
     LocalBroker,
     LocalBrokerError,
     free_port,
@@ -31,7 +32,6 @@ from common.local_broker import (
     start_local_broker,
     stop_local_broker,
 )
-from common.redact import redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".hopline"

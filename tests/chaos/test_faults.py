@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from common.local_broker import (
+from deploy.local.broker import (
     LocalBroker,
     kill_local_broker,
     rabbitmq_server_available,

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.local_broker import free_port
+from deploy.local.broker import free_port
 from tests.support.broker import BrokerEndpoint, Vhost
 from tests.support.needs import missing
 from tests.support.pipeline import drain, queue_depth

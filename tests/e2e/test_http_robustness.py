@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.local_broker import free_port
+from deploy.local.broker import free_port
 from tests.support.processes import service_process, wait_http_ready
 
 MAX_REQUEST_BYTES = 64 * 1024

@@ -9,8 +9,8 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from common.local_broker import free_port
 from common.names import Names
+from deploy.local.broker import free_port
 from tests.support.pipeline import drain, publish_raw, queue_depth
 from tests.support.processes import (
     read_records,

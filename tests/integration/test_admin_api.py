@@ -9,7 +9,7 @@ import aio_pika
 import httpx
 import pytest
 
-from common.local_broker import free_port
+from deploy.local.broker import free_port
 from tests.support.broker import BrokerEndpoint, Vhost
 from tests.support.pipeline import producer_client, producer_settings, publish_raw, queue_depth
 from tests.support.quarantine import seed_quarantine

@@ -23,15 +23,15 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from common.connection import AccessRefusedError, access_refused_error, connect
-from common.local_broker import (
+from common.settings import HoplineSettings
+from consumer import PermanentError, Registry
+from consumer.cli import app
+from deploy.local.broker import (
     LocalBroker,
     rabbitmq_server_available,
     start_local_broker,
     stop_local_broker,
 )
-from common.settings import HoplineSettings
-from consumer import PermanentError, Registry
-from consumer.cli import app
 from tests.support.needs import missing
 from tests.support.pipeline import (
     FAST_RETRY_DELAYS_S,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from structlog.testing import capture_logs
 
-from common.local_broker import LocalBroker, restart_local_broker, stop_local_broker
+from deploy.local.broker import LocalBroker, restart_local_broker, stop_local_broker
 from tests.support.pipeline import producer_client, producer_settings
 from tests.support.wait import wait_until
 

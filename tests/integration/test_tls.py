@@ -16,16 +16,16 @@ from pydantic import SecretStr
 
 from common.connection import connect
 from common.errors import BrokerUnavailableError, ConfigurationError
-from common.local_broker import (
+from common.settings import HoplineSettings
+from consumer import Registry
+from consumer.worker import Worker
+from deploy.local.broker import (
     LocalBroker,
     free_port,
     rabbitmq_server_available,
     start_local_broker,
     stop_local_broker,
 )
-from common.settings import HoplineSettings
-from consumer import Registry
-from consumer.worker import Worker
 from tests.support.needs import missing
 from tests.support.pipeline import (
     consumer_settings,

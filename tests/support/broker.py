@@ -7,7 +7,7 @@ One session-wide broker comes from the first source that works:
    management plugin, because vhosts are created through its HTTP API.
 2. A testcontainers `RabbitMqContainer` (management image, `HOPLINE_TEST_RABBITMQ_IMAGE`)
    when a Docker daemon answers.
-3. A private node from the `rabbitmq-server` on PATH (`common.local_broker`), stopped at
+3. A private node from the `rabbitmq-server` on PATH (`deploy.local.broker`), stopped at
    the end of the session.
 
 Whichever it is, the provider waits for a real AMQP handshake and for the management API.
@@ -38,7 +38,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from common.local_broker import (
+from deploy.local.broker import (
     LocalBroker,
     LocalBrokerError,
     rabbitmq_server_available,

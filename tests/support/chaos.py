@@ -27,9 +27,9 @@ import aio_pika
 import httpx
 import orjson
 
-from common.local_broker import free_port
 from common.names import Names
 from common.quarantine.failed import failed_from_delivery
+from deploy.local.broker import free_port
 from tests.support.pipeline import drain
 from tests.support.processes import read_records, service_process
 from tests.support.wait import wait_until

@@ -1,10 +1,10 @@
-"""The pure parts of common.local_broker: what a private node is told, and by which means."""
+"""The pure parts of deploy.local.broker: what a private node is told, and by which means."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.local_broker import (
+from deploy.local.broker import (
     LocalBroker,
     _node_environment,
     _parse_epmd_names,

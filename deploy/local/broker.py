@@ -212,7 +212,7 @@ def kill_local_broker(broker: LocalBroker) -> None:
 def _render_config(amqp_port: int, management_port: int, extra_config: str = "") -> str:
     """rabbitmq.conf for a private node: loopback listeners only, guest allowed over TCP."""
     lines = [
-        "# Written by common.local_broker: a private node for development and tests.",
+        "# Written by deploy.local.broker: a private node for development and tests.",
         f"listeners.tcp.default = {_HOST}:{amqp_port}",
         f"management.tcp.port = {management_port}",
         f"management.tcp.ip = {_HOST}",
@@ -226,7 +226,7 @@ def _render_config(amqp_port: int, management_port: int, extra_config: str = "")
 def _render_env_file() -> str:
     """rabbitmq-env.conf read instead of the system one, which names the shared node."""
     return (
-        "# Written by common.local_broker; replaces /etc/rabbitmq/rabbitmq-env.conf.\n"
+        "# Written by deploy.local.broker; replaces /etc/rabbitmq/rabbitmq-env.conf.\n"
         "# Reuse the shared epmd on loopback and keep distribution on loopback too.\n"
         f"ERL_EPMD_ADDRESS={_HOST}\n"
         "SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'\n"

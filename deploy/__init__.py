@@ -1,0 +1,1 @@
+"""Deployment files; `deploy.local` is importable tooling for development (not shipped)."""
