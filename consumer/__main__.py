@@ -39,7 +39,7 @@ async def serve(settings: ConsumerSettings) -> None:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """On uvloop where it exists (measured in `make bench`), else on asyncio's own loop."""
+    """On uvloop where it exists (faster: bench/README.md), else on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:  # e.g. Windows: uvloop has no build there

@@ -1,9 +1,9 @@
 """Handler time limits, enforced by one periodic sweep instead of one timer per message.
 
-`asyncio.timeout` schedules a timer and cancels it again for every message: about 4 % of a
-no-op drain (py-spy). Here starting a limit is one dict entry; a sweep every `resolution_s`
-cancels the tasks past their limit, so a limit is enforced at most `resolution_s` late, which
-is nothing next to handler timeouts of seconds.
+`asyncio.timeout` schedules a timer and cancels it again for every message, a cost that
+shows in a drain (bench/README.md). Here starting a limit is one dict entry; a sweep every
+`resolution_s` cancels the tasks past their limit, so a limit is enforced at most
+`resolution_s` late, which is nothing next to handler timeouts of seconds.
 
 The sweep cancels the task the handler runs in, the way `asyncio.timeout` does; `finish()`
 tells whether that happened and takes the cancellation back (`Task.uncancel`), so the task

@@ -2,9 +2,10 @@
 
 The consumer takes deliveries one layer below aio-pika's `IncomingMessage`: building that
 object (it copies every property through a guarded `__setattr__`) and the extra task aio-pika
-starts for each message cost about 14 % of a no-op drain (py-spy). `Delivery` reads the same
-values lazily from the decoded frames, under aio-pika's attribute names, so envelope decoding
-and the retry/quarantine copies accept it as they accept an `IncomingMessage`.
+starts for each message are a measurable share of a drain (bench/README.md). `Delivery`
+reads the same values lazily from the decoded frames, under aio-pika's attribute names, so
+envelope decoding and the retry/quarantine copies accept it as they accept an
+`IncomingMessage`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class PrioritySlots:
         if rank:
             # Below the highest priority, step back once: a higher-priority delivery read off
             # the socket in the same batch then starts first instead of queueing behind this
-            # batch's lower ones (bench: high-priority p99 under a low backlog about 25 % lower).
+            # batch's lower ones (bench/README.md has the measured effect).
             await asyncio.sleep(0)
         if self._busy < self._limit:
             self._busy += 1

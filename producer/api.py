@@ -74,10 +74,9 @@ async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_k
     return Ingest(state.settings, state.publisher, key)
 
 
-# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in its thread pool,
-# which cost a sixth of the producer's CPU per request (measured in `make bench`). The
-# ingestion endpoints take one `IngestDep` rather than three: FastAPI's per-request work
-# grows with the number of dependencies (about 18 % of a single-message request, py-spy).
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in its thread pool.
+# The ingestion endpoints take one `IngestDep` rather than three: FastAPI's per-request work
+# grows with the number of dependencies. Both measured: bench/README.md.
 IngestDep = Annotated[Ingest, Depends(_ingest)]
 
 _AUTH: dict[int | str, dict[str, object]] = {
