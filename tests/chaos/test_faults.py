@@ -37,6 +37,7 @@ from tests.support.chaos import (
     HttpStream,
     Pipeline,
     Supervisor,
+    Tally,
     consumer_count,
     quarantined_numbers,
     settle,
@@ -110,13 +111,26 @@ async def _declare_then_stop(pipeline: Pipeline, amqp_url: str) -> None:
     assert await asyncio.to_thread(stop_process, consumer) == 0
 
 
-async def _poison_quarantined(amqp_url: str) -> None:
+async def _poison_scenario(
+    scenario: str, amqp_url: str, pipeline: Pipeline, stream: HttpStream, supervisor: Supervisor
+) -> Tally:
+    """Once the poison message is in quarantine and everything else handled: the tally."""
     queue = NAMES.quarantine(SERVICE)
 
     async def arrived() -> bool:
         return await queue_depth(amqp_url, queue) >= 1
 
     await wait_until(arrived, timeout_s=120, interval_s=0.5, message="poison never quarantined")
+    records = await settle(stream, pipeline.records, never_handled=frozenset({POISON}))
+    return tally(
+        scenario,
+        stream,
+        records,
+        await quarantined_numbers(amqp_url),
+        fault_at=None,
+        expected_quarantine={POISON: "delivery_limit"},
+        notes={"consumer_exits": len(supervisor.exits)},
+    )
 
 
 async def test_poison_message_in_a_backlog_is_quarantined_alone(
@@ -131,17 +145,13 @@ async def test_poison_message_in_a_backlog_is_quarantined_alone(
         await stream.run()
         # When a consumer works it off under a supervisor that restarts it after each exit
         async with Supervisor(pipeline) as supervisor:
-            await _poison_quarantined(amqp_url)
-            records = await settle(stream, pipeline.records, never_handled=frozenset({POISON}))
-        result = tally(
-            "poison message (process exits) in a backlog, supervised",
-            stream,
-            records,
-            await quarantined_numbers(amqp_url),
-            fault_at=None,
-            expected_quarantine={POISON: "delivery_limit"},
-            notes={"consumer_exits": len(supervisor.exits)},
-        )
+            result = await _poison_scenario(
+                "poison message (process exits) in a backlog, supervised",
+                amqp_url,
+                pipeline,
+                stream,
+                supervisor,
+            )
     # Then only the poison message is in quarantine, with the delivery limit as its reason;
     # every other message was handled, none lost
     assert result.lost == 0, result
@@ -162,17 +172,13 @@ async def test_poison_message_in_a_trickle_is_quarantined_alone(
                 pipeline.port, 1000, rate_per_s=150, flags=lambda n: {EXIT: n == POISON}
             )
             await stream.run()
-            await _poison_quarantined(amqp_url)
-            records = await settle(stream, pipeline.records, never_handled=frozenset({POISON}))
-        result = tally(
-            "poison message (process exits) in a trickle, supervised",
-            stream,
-            records,
-            await quarantined_numbers(amqp_url),
-            fault_at=None,
-            expected_quarantine={POISON: "delivery_limit"},
-            notes={"consumer_exits": len(supervisor.exits)},
-        )
+            result = await _poison_scenario(
+                "poison message (process exits) in a trickle, supervised",
+                amqp_url,
+                pipeline,
+                stream,
+                supervisor,
+            )
     # Then only the poison message is in quarantine; every other one was handled
     assert result.lost == 0, result
     assert result.wrong_outcome == 0, result

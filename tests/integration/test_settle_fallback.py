@@ -5,6 +5,8 @@ the reason shown there is the broker's (rejected), not an earlier attempt's erro
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -13,7 +15,7 @@ from pamqp.commands import Basic
 
 from common import headers as h
 from common.names import Names
-from common.quarantine.failed import failed_from_delivery
+from common.quarantine.failed import FailedMessage, failed_from_delivery
 from consumer import Registry, RetryableError
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
@@ -80,22 +82,12 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
     assert await queue_depth(amqp_url, WORK_QUEUE) == 0
 
 
-async def test_when_no_copy_is_confirmed_the_broker_quarantines_it_with_the_true_reason(
-    amqp_url: str,
-) -> None:
-    # Given the service's queues, and a message that already failed once (headers of attempt 1)
-    async with running_worker(consumer_settings(amqp_url, consume_priorities=[]), _registry([])):
-        pass
-    earlier = {
-        h.ATTEMPT: 2,
-        h.ORIGIN_QUEUE: WORK_QUEUE,
-        h.ERROR_TYPE: "RetryableError",
-        h.ERROR_MESSAGE: "transient failure on attempt 1",
-    }
-    await _publish(amqp_url, 2, earlier)
+@asynccontextmanager
+async def _refusing_settler(amqp_url: str) -> AsyncIterator[tuple[Settler, Delivery]]:
+    """A settler whose retry and quarantine exchanges route nowhere (every copy comes back as
+    unroutable), and the first message of the work queue, taken for it."""
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
-        # And a settler whose retry and quarantine exchanges route nowhere: every copy returns
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         nowhere = Names(prefix="nowhere")
         for exchange in (nowhere.retry, nowhere.dlx):
@@ -110,68 +102,69 @@ async def test_when_no_copy_is_confirmed_the_broker_quarantines_it_with_the_true
             acks=acks,
         )
         await settler.open()
-        consume_channel = await connection.channel()
-        underlay = await consume_channel.get_underlay_channel()
+        underlay = await (await connection.channel()).get_underlay_channel()
         raw: DeliveredMessage = await underlay.basic_get(WORK_QUEUE)
-        assert isinstance(raw.delivery, Basic.GetOk)
-        delivery = Delivery(raw, WORK_QUEUE, "normal", 1)
+        assert isinstance(raw.delivery, Basic.GetOk), "the work queue was empty"
+        try:
+            yield settler, Delivery(raw, WORK_QUEUE, "normal", 1)
+        finally:
+            await acks.close()
+
+
+async def _declare_queues(amqp_url: str) -> None:
+    async with running_worker(consumer_settings(amqp_url, consume_priorities=[]), _registry([])):
+        pass
+
+
+async def _the_quarantined_one(amqp_url: str) -> FailedMessage:
+    await wait_until(
+        lambda: queue_depth(amqp_url, QUARANTINE), timeout_s=15, message="not dead-lettered"
+    )
+    [message] = await drain(amqp_url, QUARANTINE)
+    assert await queue_depth(amqp_url, WORK_QUEUE) == 0
+    return failed_from_delivery(message)
+
+
+async def test_when_no_copy_is_confirmed_the_broker_quarantines_it_with_the_true_reason(
+    amqp_url: str,
+) -> None:
+    # Given the service's queues, and a message that already failed once (headers of attempt 1)
+    await _declare_queues(amqp_url)
+    earlier = {
+        h.ATTEMPT: 2,
+        h.ORIGIN_QUEUE: WORK_QUEUE,
+        h.ERROR_TYPE: "RetryableError",
+        h.ERROR_MESSAGE: "transient failure on attempt 1",
+    }
+    await _publish(amqp_url, 2, earlier)
+    async with _refusing_settler(amqp_url) as (settler, delivery):
         context = DeliveryContext(WORK_QUEUE, "normal.jobs.flaky", 2, "jobs.flaky", "m-2")
         outcome = Outcome(OutcomeKind.RETRYABLE, "RetryableError", "down again on attempt 2")
 
         # When its retry copy is refused, and the quarantine copy made instead is refused too
         settled = await settler.retry(delivery, Retry(0.2, 3), context, outcome)
 
-        # Then the consumer rejected it, one message, and the broker dead-lettered it
-        assert settled is Settled.REJECTED
-        await acks.close()
-    await wait_until(
-        lambda: queue_depth(amqp_url, QUARANTINE), timeout_s=15, message="not dead-lettered"
-    )
-    [message] = await drain(amqp_url, QUARANTINE)
-    failed = failed_from_delivery(message)
+    # Then the consumer rejected it, one message, and the broker dead-lettered it ...
+    assert settled is Settled.REJECTED
+    failed = await _the_quarantined_one(amqp_url)
     # ... with the broker's reason, not the earlier attempt's error as if the handler failed
     assert failed.error_type == "RejectedAfterCopyFailed"
     assert failed.reason.startswith("rejected: the consumer could not get a retry or quarantine")
     assert "the attempt before failed with RetryableError" in failed.error_message
     assert failed.attempts == 2
-    assert await queue_depth(amqp_url, WORK_QUEUE) == 0
 
 
 async def test_a_quarantine_decision_with_the_copy_refused_is_rejected_not_acked(
     amqp_url: str,
 ) -> None:
     # Given a message in the work queue and a settler whose quarantine copies route nowhere
-    async with running_worker(consumer_settings(amqp_url, consume_priorities=[]), _registry([])):
-        pass
+    await _declare_queues(amqp_url)
     await _publish(amqp_url, 3)
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        nowhere = Names(prefix="nowhere")
-        for exchange in (nowhere.retry, nowhere.dlx):
-            await publish_channel.declare_exchange(exchange, "direct", auto_delete=True)
-        acks = AckBatcher()
-        settler = Settler(
-            publish_channel,
-            nowhere,
-            service=SERVICE,
-            consumer_name="t",
-            publish_timeout_s=5,
-            acks=acks,
-        )
-        await settler.open()
-        underlay = await (await connection.channel()).get_underlay_channel()
-        raw = await underlay.basic_get(WORK_QUEUE)
-        delivery = Delivery(raw, WORK_QUEUE, "normal", 1)
+    async with _refusing_settler(amqp_url) as (settler, delivery):
         context = DeliveryContext(WORK_QUEUE, "normal.jobs.flaky", 1, "jobs.flaky", "m-3")
         outcome = Outcome(OutcomeKind.PERMANENT, "PermanentError", "no such account")
         # When the handler's permanent failure cannot be copied to quarantine
         settled = await settler.quarantine(delivery, Quarantine("permanent"), context, outcome)
-        await acks.close()
     # Then it was rejected (never acked before it is safe) and reached quarantine anyway
     assert settled is Settled.REJECTED
-    await wait_until(
-        lambda: queue_depth(amqp_url, QUARANTINE), timeout_s=15, message="not dead-lettered"
-    )
-    [message] = await drain(amqp_url, QUARANTINE)
-    assert failed_from_delivery(message).error_type == "RejectedAfterCopyFailed"
+    assert (await _the_quarantined_one(amqp_url)).error_type == "RejectedAfterCopyFailed"
