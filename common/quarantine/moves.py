@@ -69,8 +69,8 @@ class MoveReport:
 
 
 class Move(Protocol):
-    moves: bool  # whether it takes messages out of the queue (and copies may come back)
-    reports_ids: bool  # whether it records the ids it moved itself (on confirm)
+    takes_out: bool  # whether it removes messages from the queue (and copies may come back)
+    records_ids_on_confirm: bool  # whether it records the ids it moved itself, once confirmed
 
     @property
     def settled(self) -> int:
@@ -89,8 +89,8 @@ async def nothing(_message: FailedMessage, _incoming: AbstractIncomingMessage) -
 class Look:
     """Calls back for each message and settles nothing."""
 
-    moves = False
-    reports_ids = False
+    takes_out = False
+    records_ids_on_confirm = False
 
     def __init__(
         self, call: Callable[[FailedMessage, AbstractIncomingMessage], Awaitable[None]]
@@ -111,8 +111,8 @@ class Look:
 class Drop:
     """Ack at once (`--no-archive`, chosen explicitly)."""
 
-    moves = True
-    reports_ids = False
+    takes_out = True
+    records_ids_on_confirm = False
 
     def __init__(self) -> None:
         self.acks = 0
@@ -133,8 +133,8 @@ class Archive:
     """Write archive lines; when moving, sync them to disk before acking their messages."""
 
     def __init__(self, out: BinaryIO, queue: str, *, ack: bool) -> None:
-        self.moves = ack
-        self.reports_ids = False
+        self.takes_out = ack
+        self.records_ids_on_confirm = False
         self._out = out
         self._queue = queue
         self._ack = ack
@@ -166,8 +166,8 @@ class Archive:
 class _Publishing:
     """Publish a copy per message (a window of confirms in flight), ack each once confirmed."""
 
-    moves = True
-    reports_ids = True
+    takes_out = True
+    records_ids_on_confirm = True
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s

@@ -221,7 +221,7 @@ class QueueSweep:
                     except TimeoutError:
                         break
                     message = failed_from_delivery(incoming)
-                    if move.moves and message.id in acted_on:
+                    if move.takes_out and message.id in acted_on:
                         # A copy of one we moved came back (replayed, failed again): it is
                         # new work for the next command, not this one, or we would loop.
                         if report.examined >= total:
@@ -231,7 +231,7 @@ class QueueSweep:
                     if selection.matches(message, now=now):
                         acted_on.add(message.id)
                         report.matched += 1
-                        if dry_run or not move.reports_ids:
+                        if dry_run or not move.records_ids_on_confirm:
                             report.ids.append(message.id)
                         await move.take(message, incoming)
                     if progress:
