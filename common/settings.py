@@ -41,7 +41,8 @@ class HoplineSettings(BaseSettings):
     management_url: str | None = Field(
         None,
         description="RabbitMQ management API, used only to find quarantine queues "
-        "(default: http://<broker host>:15672 with the broker URL's credentials).",
+        "(default: http://<broker host>:15672, https://...:15671 for amqps://, with the "
+        "broker URL's credentials).",
     )
     prefix: str = Field("hopline", pattern=_WORD, description="Prefix of every broker object.")
     priorities: Annotated[list[str], NoDecode] = Field(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiormq.exceptions import ChannelAccessRefused
 
 from common.connection import access_refused_error
+from common.entrypoint import parse_service_arguments
 from common.errors import ConfigurationError, HoplineError
 from common.logging import configure_logging, get_logger
 from common.settings import load_settings
@@ -48,7 +49,13 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_arguments(
+        "hopline-consumer",
+        "Run one consumer service (HOPLINE_HANDLERS=module:registry) until SIGTERM or SIGINT.",
+        ConsumerSettings,
+        argv,
+    )
     try:
         settings = load_settings(ConsumerSettings)
         configure_logging(settings.log_level, settings.log_format)

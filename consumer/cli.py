@@ -44,7 +44,10 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="hopline",
-    help="Operate a hopline pipeline on RabbitMQ.",
+    help="Operate a hopline pipeline on RabbitMQ. Every command reads the broker from "
+    "HOPLINE_AMQP_URL (default amqp://guest:guest@localhost:5672/; `make run` prints an "
+    "`export` line for its own node) and HOPLINE_PREFIX; commands that look at every "
+    "quarantine also use HOPLINE_MANAGEMENT_URL.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

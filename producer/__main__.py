@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import uvicorn
 
+from common.entrypoint import parse_service_arguments
 from common.errors import HoplineError
 from common.logging import configure_logging
 from common.settings import load_settings
@@ -15,7 +17,13 @@ from producer.settings import ProducerSettings
 __all__ = ["main"]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_arguments(
+        "hopline-producer",
+        "Serve the HTTP ingestion API (and, with HOPLINE_ADMIN_TOKEN, the admin API).",
+        ProducerSettings,
+        argv,
+    )
     try:
         settings = load_settings(ProducerSettings)
     except HoplineError as exc:
