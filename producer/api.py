@@ -69,7 +69,28 @@ class Ingest:
     key: ApiKey | None
 
 
+class UnsupportedMediaType(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _require_json(request: Request) -> None:
+    """415 for a body that is not JSON (form data, text): a 422 about 'a valid dictionary'
+    would not tell the client what to change. No Content-Type at all is read as JSON."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported: send the body as JSON with "
+            "'Content-Type: application/json'"
+        )
+
+
 async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_key)]) -> Ingest:
+    _require_json(request)
     state = app_state(request)
     return Ingest(state.settings, state.publisher, key)
 
@@ -151,7 +172,7 @@ async def _publish(
 @router.post(
     "/v1/messages",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
+    responses={413: {"model": Problem}, 415: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
     summary="Publish one message; 202 only after the broker confirmed it",
 )
 async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted:
@@ -171,7 +192,7 @@ async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted
 @router.post(
     "/v1/messages/batch",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
+    responses={413: {"model": Problem}, 415: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
     summary="Publish up to `max_batch_size` messages concurrently; a result per item",
 )
 async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:

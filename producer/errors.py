@@ -16,7 +16,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from producer.api import PayloadTooLarge, ServiceUnavailable
+from producer.api import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from producer.auth import Forbidden, RateLimited, Unauthenticated
 
 __all__ = ["add_error_responses"]
@@ -52,6 +52,10 @@ def add_error_responses(app: FastAPI, *, retry_after_s: int) -> None:
         assert isinstance(exc, PayloadTooLarge)
         return JSONResponse({"detail": exc.detail}, status_code=413)
 
+    async def unsupported(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, UnsupportedMediaType)
+        return JSONResponse({"detail": exc.detail}, status_code=415)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
@@ -64,4 +68,5 @@ def add_error_responses(app: FastAPI, *, retry_after_s: int) -> None:
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_exception_handler(PayloadTooLarge, too_large)
+    app.add_exception_handler(UnsupportedMediaType, unsupported)
     app.add_exception_handler(HTTPException, http_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -265,3 +266,33 @@ async def test_readiness_follows_the_broker(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
     assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"type": "orders.created", "payload": {}}'),
+        ("application/x-www-form-urlencoded", b"type=orders.created&payload=x"),
+    ],
+)
+async def test_a_body_that_is_not_json_gets_415_naming_json(
+    client: httpx.AsyncClient, publisher: FakePublisher, content_type: str, body: bytes
+) -> None:
+    for route in ("/v1/messages", "/v1/messages/batch"):
+        response = await client.post(route, content=body, headers={"content-type": content_type})
+        assert response.status_code == 415, response.text
+        assert "Content-Type: application/json" in response.json()["detail"]
+    assert publisher.published == []
+
+
+async def test_the_api_docs_work_offline(client: httpx.AsyncClient) -> None:
+    # Given the docs page: every script and style it loads ...
+    page = (await client.get("/docs")).text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css))['"]""", page)
+    assert len(assets) >= 2, page
+    for asset in assets:
+        # ... comes from the producer itself, not a CDN, and is there
+        assert asset.startswith("/"), asset
+        response = await client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 10_000
