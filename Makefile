@@ -7,16 +7,26 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test check lint typecheck browser unit integration e2e clean
 
+RUN_STAMP := $(VENV)/.run-stamp
+
+# The tests' tools (dev extra): mypy, playwright, schemathesis, ...
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
+
+# What running the pipeline needs, and nothing more.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
 
 install: $(STAMP)
 
 ## Run the pipeline: broker (yours via HOPLINE_AMQP_URL, or a private node), producer, consumer.
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/python -m deploy.local.run
 
 lint: install

@@ -35,7 +35,8 @@ def configure_logging(
     renderer: structlog.typing.Processor
     logger_factory: Any
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Colours only for a person at a terminal: in a pipe or a file they are noise.
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         logger_factory = structlog.PrintLoggerFactory(sys.stderr)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=dumps_json_line)

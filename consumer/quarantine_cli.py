@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Column, Table
+from rich.text import Text
 
 from common.errors import ConfigurationError, HoplineError
 from common.quarantine.archive import json_safe
@@ -38,8 +39,11 @@ quarantine_app = typer.Typer(
 unroutable_app = typer.Typer(
     help="Messages whose routing key matched no queue.", no_args_is_help=True
 )
-_out = Console()
+# In a pipe rich would assume 80 columns and cut ids; a script reads whole lines instead.
+_out = Console() if sys.stdout.isatty() else Console(width=400)
 _err = Console(stderr=True)
+# Control characters (escape sequences, BEL, ...) in a message must not reach the terminal.
+_CONTROL = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
 _T = TypeVar("_T")
 
 Services = Annotated[
@@ -104,6 +108,27 @@ def _progress(enabled: bool, label: str) -> Iterator[ProgressCallback | None]:
         yield update
 
 
+def _cell(value: object) -> Text:
+    """A value from a message, shown as data: never parsed as rich markup (a foreign
+    publisher's `[link=...]` stays text) and without terminal control characters."""
+    return Text(str(value).translate(_CONTROL))
+
+
+def _print_table(columns: list[tuple[Column, bool]], rows: list[list[object]]) -> None:
+    """A table whose optional columns (flag False) are left out when the terminal is too
+    narrow for all of them, so that the essential ones (ids first) are never cut."""
+    wanted = sum(max(len(str(row[i])) for row in rows) + 3 for i in range(len(columns)))
+    keep = [i for i, (_, essential) in enumerate(columns) if essential or wanted <= _out.width]
+    table = Table(*(columns[i][0] for i in keep))
+    for row in rows:
+        cells: list[Text] = []
+        for i in keep:
+            value = row[i]
+            cells.append(value if isinstance(value, Text) else _cell(value))
+        table.add_row(*cells)
+    _out.print(table)
+
+
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
@@ -126,11 +151,13 @@ def _report(report: MoveReport, verb: str, as_json: bool) -> None:
             f"dry run: would {verb} {report.matched} message(s) of {report.examined} examined"
         )
         for message_id in report.ids:
-            _out.print(f"  {message_id}")
+            _out.print(Text("  ") + _cell(message_id))
     else:
         _out.print(f"{_past(verb)} {report.moved} of {report.matched} matching message(s)")
+        for original, copy in report.edited_copies.items():
+            _out.print(f"  {original} -> edited copy {copy}", markup=False, highlight=False)
     for message_id, why in report.failures:
-        _err.print(f"[red]not moved[/red] {message_id}: {why}")
+        _err.print(Text("not moved ", style="red") + _cell(f"{message_id}: {why}"))
     if report.failures:
         raise typer.Exit(1)
 
@@ -157,33 +184,34 @@ def list_messages(
     if not found:
         _out.print("quarantine is empty" if selection.is_everything else "no message matches")
         return
-    table = Table(
-        Column("id", no_wrap=True),  # ids are copied into other commands: never wrapped
-        "type",
-        "origin queue",
-        "att.",
-        "error type",
-        Column("error", no_wrap=True, overflow="ellipsis", max_width=36),
-        Column("failed at", no_wrap=True),
-        Column("replays", no_wrap=True),
-    )
-    for _queue, message in found:
-        replays = (
-            f"[yellow]failed again ({message.replay_count})[/yellow]"
-            if message.failed_again_after_replay
-            else "-"
-        )
-        table.add_row(
+    id_width = max(len(message.id) for _, message in found)
+    columns = [
+        # ids are copied into other commands: never wrapped, never cut
+        (Column("id", no_wrap=True, min_width=id_width), True),
+        (Column("type", no_wrap=True), True),
+        (Column("origin queue", no_wrap=True), False),
+        (Column("att.", no_wrap=True), True),
+        (Column("error type", no_wrap=True), True),
+        (Column("error", no_wrap=True, overflow="ellipsis", max_width=36), False),
+        (Column("failed at", no_wrap=True), False),
+        (Column("replays", no_wrap=True), False),
+    ]
+    rows: list[list[object]] = [
+        [
             message.id,
             message.message_type or "-",
             message.origin_queue or "-",
-            str(message.attempts or "-"),
+            message.attempts or "-",
             message.error_type or "-",
             message.error_first_line or "-",
             _when(message.failed_at),
-            replays,
-        )
-    _out.print(table)
+            Text(f"failed again ({message.replay_count})", style="yellow")
+            if message.failed_again_after_replay
+            else "-",
+        ]
+        for _queue, message in found
+    ]
+    _print_table(columns, rows)
 
 
 @quarantine_app.command("groups")
@@ -196,29 +224,31 @@ def groups(services: Services = None, as_json: AsJson = False) -> None:
     if not found:
         _out.print("quarantine is empty")
         return
-    table = Table(
-        Column("group", no_wrap=True),
-        "queue",
-        "error type",
-        "message type",
-        "count",
-        "oldest",
-        "newest",
-        Column("example", no_wrap=True, overflow="ellipsis", max_width=40),
-    )
-    for queue, group in found:
-        again = f" ({group.failed_again} failed again after replay)" if group.failed_again else ""
-        table.add_row(
+    columns = [
+        (Column("group", no_wrap=True, min_width=8), True),
+        (Column("queue", no_wrap=True), False),
+        (Column("error type", no_wrap=True), True),
+        (Column("message type", no_wrap=True), True),
+        (Column("count", no_wrap=True), True),
+        (Column("oldest", no_wrap=True), False),
+        (Column("newest", no_wrap=True), False),
+        (Column("example", no_wrap=True, overflow="ellipsis", max_width=40), False),
+    ]
+    rows: list[list[object]] = [
+        [
             group.id,
             queue,
             group.error_type or "-",
             group.message_type or "-",
-            f"{group.count}{again}",
+            f"{group.count}"
+            + (f" ({group.failed_again} failed again after replay)" if group.failed_again else ""),
             _when(group.oldest),
             _when(group.newest),
             group.example_error[:60],
-        )
-    _out.print(table)
+        ]
+        for queue, group in found
+    ]
+    _print_table(columns, rows)
 
 
 @quarantine_app.command("show")
@@ -238,17 +268,17 @@ def show(message_id: str, services: Services = None, as_json: AsJson = False) ->
         return
     table = Table("field", "value", show_header=False)
     for name, value in _summary(queue, message).items():
-        table.add_row(name, str(value))
+        table.add_row(name, _cell(value))
     for name, value in message.properties.items():
         if value is not None:
-            table.add_row(f"property {name}", str(value))
+            table.add_row(_cell(f"property {name}"), _cell(value))
     for name, value in message.headers.items():
         if name != "x-hopline-error-traceback":
-            table.add_row(f"header {name}", json.dumps(json_safe(value)))
+            table.add_row(_cell(f"header {name}"), _cell(json.dumps(json_safe(value))))
     _out.print(table)
-    _out.print(Syntax(message.payload_text(), "json", word_wrap=True))
+    _out.print(Syntax(message.payload_text().translate(_CONTROL), "json", word_wrap=True))
     if message.traceback:
-        _out.print(message.traceback)
+        _out.print(_cell(message.traceback))
 
 
 def _edit_from(edit_file: Path | None, message: FailedMessage) -> Edit:
@@ -306,16 +336,17 @@ def replay(
     selection = _selection(ids, message_type, error, since, group)
 
     async def work(op: Operator) -> MoveReport:
+        chosen = await op.resolve_ids(selection, services or [])  # id prefixes, as in git
         correction = None
         if edit or edit_file is not None:
-            if len(selection.ids) != 1:
+            if len(chosen.ids) != 1:
                 raise HoplineError("--edit takes exactly one message id")
-            _, original = await op.find(next(iter(selection.ids)), services or [])
+            _, original = await op.find(next(iter(chosen.ids)), services or [])
             correction = _edit_from(edit_file, original)
         with _progress(not as_json, "replaying") as progress:
             return await op.replay(
                 services or [],
-                selection,
+                chosen,
                 select_all=select_all,
                 dry_run=dry_run,
                 edit=correction,
@@ -349,11 +380,12 @@ def discard(
     selection = _selection(ids, message_type, error, since, group)
 
     async def work(op: Operator) -> MoveReport:
+        chosen = await op.resolve_ids(selection, services or [])  # id prefixes, as in git
         sink = archive.open("ab") if archive is not None and not dry_run else nullcontext(None)
         with sink as out, _progress(not as_json, "discarding") as progress:
             return await op.discard(
                 services or [],
-                selection,
+                chosen,
                 archive=out,
                 select_all=select_all,
                 dry_run=dry_run,
@@ -425,16 +457,25 @@ def unroutable_list(
     if not found:
         _out.print("nothing unroutable")
         return
-    table = Table("id", "routing key", "type", "published at", "payload")
-    for message in found:
-        table.add_row(
+    id_width = max(len(message.id) for message in found)
+    columns = [
+        (Column("id", no_wrap=True, min_width=id_width), True),
+        (Column("routing key", no_wrap=True), True),
+        (Column("type", no_wrap=True), False),
+        (Column("published at", no_wrap=True), False),
+        (Column("payload", no_wrap=True, overflow="ellipsis", max_width=60), False),
+    ]
+    rows: list[list[object]] = [
+        [
             message.id,
             message.routing_key,
             message.message_type or "-",
             _when(message.timestamp),
             message.payload_text()[:60].replace("\n", " "),
-        )
-    _out.print(table)
+        ]
+        for message in found
+    ]
+    _print_table(columns, rows)
 
 
 @unroutable_app.command("replay")

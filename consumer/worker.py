@@ -252,6 +252,7 @@ class Worker:
                     outcome,
                 )
                 return
+            bind_contextvars(type=envelope.message_type)  # before the handler: its lines too
             spec = self.registry.find(envelope.message_type)
             if spec is None:
                 outcome = Outcome(
@@ -263,7 +264,6 @@ class Worker:
             else:
                 outcome = await run_handler(spec, envelope, self._deadlines)
                 policy = self._policies[spec.type_pattern]
-            bind_contextvars(type=envelope.message_type)
             await self._apply(
                 delivery,
                 decide(outcome, attempt, policy),

@@ -94,4 +94,7 @@ class MoveOut(BaseModel):
     dry_run: bool
     ids: list[str]
     failures: list[dict[str, str]]
+    edited_copies: dict[str, str] = Field(
+        default_factory=dict, description="Original id -> id of its edited copy."
+    )
     archive: str | None = None

@@ -56,6 +56,7 @@ class MoveReport:
     dry_run: bool = False
     ids: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+    edited_copies: dict[str, str] = field(default_factory=dict)  # original id -> new id
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class MoveReport:
             "dry_run": self.dry_run,
             "ids": self.ids,
             "failures": [{"id": i, "error": why} for i, why in self.failures],
+            "edited_copies": dict(self.edited_copies),
         }
 
 
@@ -237,13 +239,15 @@ class Replay(_Publishing):
         now = datetime.now(UTC)
         if self._edit is None:
             return self._requeue, replay_copy(message, replayed_at=now), ""
+        new_id = str(uuid.uuid4())
         copy = replay_copy(
             message,
             replayed_at=now,
             body=self._edit.body,
             extra_headers=self._edit.headers,
-            new_message_id=str(uuid.uuid4()),
+            new_message_id=new_id,
         )
+        self.report.edited_copies[message.id] = new_id
         return self._requeue, copy, ""
 
 

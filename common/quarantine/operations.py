@@ -6,6 +6,7 @@ operation on each, and adds the reports up.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import BinaryIO
@@ -18,11 +19,15 @@ from common.quarantine.selection import Group, Selection, group_messages
 from common.quarantine.sweep import Edit, MoveReport, Progress, QueueSweep
 from common.settings import HoplineSettings
 
-__all__ = ["NothingSelectedError", "Operator", "UnknownMessageError"]
+__all__ = ["AmbiguousIdError", "NothingSelectedError", "Operator", "UnknownMessageError"]
 
 
 class UnknownMessageError(HoplineError):
     """No message with that id where we looked."""
+
+
+class AmbiguousIdError(HoplineError):
+    """An id prefix that more than one message id starts with."""
 
 
 class NothingSelectedError(HoplineError):
@@ -69,14 +74,36 @@ class Operator:
         return result
 
     async def find(self, message_id: str, services: Iterable[str]) -> tuple[str, FailedMessage]:
+        """The message with this id, or the only one whose id starts with it."""
         queues = await self.quarantine_queues(services)
-        for queue in queues:
-            found = await self.store.browse(queue, Selection(ids=frozenset({message_id})), limit=1)
-            if found:
-                return queue, found[0]
+        found = await self._by_id_or_prefix(message_id, queues)
+        if len(found) > 1 and not any(message.id == message_id for _, message in found):
+            raise AmbiguousIdError(
+                f"{message_id!r} starts {len(found)} message ids: give more of the id"
+            )
+        for queue, message in found:
+            if message.id == message_id or len(found) == 1:
+                return queue, message
         raise UnknownMessageError(
             f"no message {message_id!r} in {', '.join(queues) or 'any quarantine'}"
         )
+
+    async def resolve_ids(self, selection: Selection, services: Iterable[str]) -> Selection:
+        """The selection with each id typed as a unique prefix replaced by the full id."""
+        if not selection.ids:
+            return selection
+        services = list(services)
+        full = [(await self.find(given, services))[1].id for given in sorted(selection.ids)]
+        return dataclasses.replace(selection, ids=frozenset(full))
+
+    async def _by_id_or_prefix(
+        self, message_id: str, queues: list[str]
+    ) -> list[tuple[str, FailedMessage]]:
+        found: list[tuple[str, FailedMessage]] = []
+        wanted = Selection(id_prefixes=frozenset({message_id}))
+        for queue in queues:
+            found.extend((queue, m) for m in await self.store.browse(queue, wanted, limit=50))
+        return found
 
     async def replay(
         self,

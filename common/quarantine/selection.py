@@ -48,9 +48,12 @@ class Selection:
     error: str | None = None  # substring of error type or message, case-insensitive
     since: timedelta | None = None
     group: str | None = None
+    id_prefixes: frozenset[str] = frozenset()  # ids as a person types them, like git's
 
     def matches(self, message: FailedMessage, *, now: datetime | None = None) -> bool:
         if self.ids and message.id not in self.ids:
+            return False
+        if self.id_prefixes and not any(message.id.startswith(p) for p in self.id_prefixes):
             return False
         if self.message_type and message.message_type != self.message_type:
             return False

@@ -41,6 +41,7 @@ __all__ = [
     "LocalBrokerError",
     "free_port",
     "kill_local_broker",
+    "node_pids",
     "rabbitmq_server_available",
     "restart_local_broker",
     "start_local_broker",
@@ -179,7 +180,7 @@ def stop_local_broker(broker: LocalBroker, *, timeout_s: float = 60) -> None:
     outlives the deadline, the VM is terminated and finally killed.
     """
     deadline = time.monotonic() + timeout_s
-    if _node_pids(broker):
+    if node_pids(broker):
         try:
             broker.ctl("stop", timeout_s=timeout_s)
             stopped = _wait_for_exit(broker, deadline)
@@ -197,7 +198,7 @@ def stop_local_broker(broker: LocalBroker, *, timeout_s: float = 60) -> None:
 
 def kill_local_broker(broker: LocalBroker) -> None:
     """SIGKILL the node's VM, as a crash or power loss would; for fault-injection tests."""
-    if not _node_pids(broker):
+    if not node_pids(broker):
         raise LocalBrokerError(f"node {broker.node_name} is not running")
     _signal_node(broker, signal.SIGKILL)
     if not _wait_for_exit(broker, time.monotonic() + 10):
@@ -254,7 +255,7 @@ def _node_environment(
 ) -> dict[str, str]:
     """Environment for `rabbitmq-server`: every path and port points at `base_dir`, so
     nothing from the shared node's configuration applies. `RABBITMQ_NODENAME` in it is
-    also how `_node_pids` recognises the node's VM later, from any process."""
+    also how `node_pids` recognises the node's VM later, from any process."""
     env = dict(os.environ if base_env is None else base_env)
     base = broker.base_dir
     env.update(
@@ -349,7 +350,7 @@ def _launch_and_wait(broker: LocalBroker, timeout_s: float) -> None:
 
 def _refuse_taken_name_or_ports(broker: LocalBroker, *, grace_s: float) -> None:
     """Never start a second node under a taken name or port (e.g. the shared rabbit@localhost)."""
-    if _node_pids(broker) or not _wait_for_epmd_to_forget(broker, time.monotonic() + grace_s):
+    if node_pids(broker) or not _wait_for_epmd_to_forget(broker, time.monotonic() + grace_s):
         raise LocalBrokerError(f"a node named {broker.node_name} is already running")
     for port in (broker.amqp_port, broker.management_port, broker.dist_port):
         if not _port_is_free(port):
@@ -458,7 +459,7 @@ def _log_tail(broker: LocalBroker) -> str:
 # --- processes ---------------------------------------------------------------------------
 
 
-def _node_pids(broker: LocalBroker) -> list[int]:
+def node_pids(broker: LocalBroker) -> list[int]:
     """Live Erlang VMs running this node, found by the node name in their environment.
 
     The VM's command line does not carry the node name (RabbitMQ sets it after boot), but
@@ -516,13 +517,13 @@ def _is_alive(pid: int) -> bool:
 
 
 def _signal_node(broker: LocalBroker, signum: signal.Signals) -> None:
-    for pid in _node_pids(broker):
+    for pid in node_pids(broker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
 
 def _wait_for_exit(broker: LocalBroker, deadline: float) -> bool:
-    while _node_pids(broker):
+    while node_pids(broker):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
