@@ -4,7 +4,8 @@
 - `payments.charge` fails transiently on its first attempt (a gateway timeout) and succeeds
   on the retry, every time: `envelope.attempt` says which attempt is running;
 - `reports.render` always fails, is retried through the tiers and ends in quarantine;
-- `#` (catch-all) logs anything else, so foreign publishers' messages are processed too.
+- a fallback logs whatever else reaches the service (a replayed message whose type was
+  edited, say); it binds nothing, so types no service handles go to `hopline.unroutable`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,6 @@ async def render_report(payload: dict[str, Any]) -> None:
     raise RuntimeError(f"template {payload.get('template', '?')!r} is missing")
 
 
-@registry.handler("#", max_attempts=3, timeout=10)
+@registry.fallback(max_attempts=3, timeout=10)
 async def anything_else(payload: Any, envelope: Envelope) -> None:
     _log.info("message.received", payload=payload)

@@ -15,9 +15,11 @@ from common.errors import ConfigurationError
 from common.names import is_valid_message_type, topic_matches
 from consumer.policy import DEFAULT_MAX_ATTEMPTS
 
-__all__ = ["HandlerFunc", "HandlerSpec", "Registry"]
+__all__ = ["FALLBACK", "HandlerFunc", "HandlerSpec", "Registry"]
 
 HandlerFunc = Callable[..., Awaitable[Any]]
+# The fallback's name where a handler's type pattern is shown (it is not a pattern).
+FALLBACK = "(fallback)"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -52,6 +54,7 @@ class Registry:
         self.service = service
         self._exact: dict[str, HandlerSpec] = {}
         self._patterns: list[HandlerSpec] = []
+        self._fallback: HandlerSpec | None = None
 
     def handler(
         self,
@@ -62,7 +65,12 @@ class Registry:
         model: type[BaseModel] | None = None,
         retry_delays_s: tuple[float, ...] | None = None,
     ) -> Callable[[_F], _F]:
-        """Register a handler for a type or a topic pattern (`orders.*`, `#` for catch-all).
+        """Register a handler for a type or a topic pattern (`orders.*`, `orders.#`).
+
+        The pattern is also what the service's queues are bound with: `#` subscribes the
+        service to every message published to the exchange, other services' types included
+        (and nothing unhandled then reaches `hopline.unroutable`). For "whatever this service
+        receives that no other handler takes", use `fallback()`, which binds nothing.
 
         The function takes `(payload)` or `(payload, envelope)`; with `model`, the payload
         arrives validated as that pydantic model. `timeout` is in seconds.
@@ -97,6 +105,38 @@ class Registry:
 
         return register
 
+    def fallback(
+        self,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: float = 30.0,
+        retry_delays_s: tuple[float, ...] | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register the handler for a message this service received but no handler's
+        type matches (a replayed or re-typed message, a foreign publisher's `type` property
+        that differs from its routing key). It adds no binding: the service still receives
+        only the types its other handlers are bound to."""
+        if max_attempts < 1:
+            raise ConfigurationError("fallback: max_attempts must be at least 1")
+        if timeout <= 0:
+            raise ConfigurationError("fallback: timeout must be positive")
+
+        def register(func: _F) -> _F:
+            if self._fallback is not None:
+                raise ConfigurationError(f"service {self.service!r} already has a fallback")
+            self._fallback = HandlerSpec(
+                type_pattern=FALLBACK,
+                func=_as_coroutine(func),
+                max_attempts=max_attempts,
+                timeout_s=float(timeout),
+                model=None,
+                retry_delays_s=retry_delays_s,
+                wants_envelope=_positional_count(func) >= 2,
+            )
+            return func
+
+        return register
+
     def find(self, message_type: str) -> HandlerSpec | None:
         spec = self._exact.get(message_type)
         if spec is not None:
@@ -104,16 +144,17 @@ class Registry:
         for candidate in self._patterns:
             if topic_matches(candidate.type_pattern, message_type):
                 return candidate
-        return None
+        return self._fallback
 
     @property
     def type_patterns(self) -> tuple[str, ...]:
-        """Binding patterns for the service's queues."""
+        """Binding patterns for the service's queues (the fallback binds nothing)."""
         return (*self._exact, *(spec.type_pattern for spec in self._patterns))
 
     @property
     def specs(self) -> tuple[HandlerSpec, ...]:
-        return (*self._exact.values(), *self._patterns)
+        fallback = (self._fallback,) if self._fallback is not None else ()
+        return (*self._exact.values(), *self._patterns, *fallback)
 
 
 def _specificity(spec: HandlerSpec) -> tuple[bool, int, int]:

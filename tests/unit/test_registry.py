@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from common.envelope import Envelope
 from common.errors import ConfigurationError
-from consumer.registry import Registry
+from consumer.registry import FALLBACK, Registry
 
 
 async def noop(payload: Any) -> None:
@@ -177,3 +177,32 @@ async def test_a_blocking_handler_runs_in_a_thread_not_on_the_loop() -> None:
     assert seen == {"thread": seen["thread"], "payload": {"a": 1}}
     assert seen["thread"] != threading.get_ident()
     assert spec.name.endswith("blocking")
+
+
+def test_a_fallback_takes_what_no_handler_matches_and_binds_nothing() -> None:
+    registry = Registry("billing")
+
+    @registry.handler("invoices.*")
+    async def invoices(payload: Any) -> None: ...
+
+    @registry.fallback(max_attempts=2)
+    async def anything(payload: Any, envelope: Any) -> None: ...
+
+    # The queues are bound for the handler's pattern only: no `#`, no other service's types
+    assert registry.type_patterns == ("invoices.*",)
+    assert registry.find("invoices.paid").func is invoices  # type: ignore[union-attr]
+    fallback = registry.find("orders.created")
+    assert fallback is not None and fallback.type_pattern == FALLBACK
+    assert fallback.max_attempts == 2 and fallback.wants_envelope
+
+
+def test_a_service_has_one_fallback_at_most() -> None:
+    registry = Registry("billing")
+
+    @registry.fallback()
+    async def first(payload: Any) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already has a fallback"):
+
+        @registry.fallback()
+        async def second(payload: Any) -> None: ...
