@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from typing import Any, Literal, overload
 
 import aio_pika
@@ -33,11 +34,14 @@ from common.amqp_url import parse_amqp_url, split_urls
 from common.errors import BrokerUnavailableError, ConfigurationError
 from common.failover import FailoverConnection
 from common.frames import tolerate_out_of_range_timestamps
+from common.logging import get_logger
 from common.redact import redact_url
 from common.settings import HoplineSettings
 from common.topology import BrokerVersion
 
 __all__ = ["AccessRefusedError", "access_refused_error", "broker_version", "connect", "tls_context"]
+
+_log = get_logger("hopline.connection")
 
 _REFUSED_RESOURCE = re.compile(
     r"access to (?P<kind>exchange|queue) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)' "
@@ -130,6 +134,7 @@ async def _open_first(
             )
             try:
                 await connection.connect(timeout=timeout_s)
+                _report_state_changes(connection, name)
             except BaseException:
                 # Closed here, not by aio-pika's __del__ at some later garbage collection,
                 # which schedules a close() nobody awaits.
@@ -140,6 +145,38 @@ async def _open_first(
             if index == len(urls) - 1:
                 raise
     raise ConfigurationError("HOPLINE_AMQP_URL is empty: give at least one amqp:// URL")
+
+
+def _report_state_changes(connection: FailoverConnection, name: str) -> None:
+    """One line when the connection is lost and one when it is back, instead of aio-pika's
+    line (with a traceback) for every reconnect attempt in between (common.logging quiets
+    those)."""
+    lost_at: float | None = None
+
+    def lost(_sender: object, exc: BaseException | None = None) -> None:
+        nonlocal lost_at
+        if connection.close_called or lost_at is not None:
+            return  # closed on purpose, or already reported
+        lost_at = time.monotonic()
+        _log.warning(
+            "broker.connection_lost",
+            connection=name,
+            reason=redact_url(f"{type(exc).__name__}: {exc}") if exc else "closed",
+            action=f"reconnecting every {connection.reconnect_interval:g} s",
+        )
+
+    def back(_sender: object) -> None:
+        nonlocal lost_at
+        if lost_at is not None:
+            _log.warning(
+                "broker.connection_restored",
+                connection=name,
+                down_s=round(time.monotonic() - lost_at, 1),
+            )
+        lost_at = None
+
+    connection.close_callbacks.add(lost)
+    connection.reconnect_callbacks.add(back)
 
 
 def tls_context(settings: HoplineSettings) -> ssl.SSLContext | None:

@@ -56,5 +56,10 @@ def configure_logging(
         logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
-    # aio-pika and uvicorn log through the standard library; keep their warnings visible.
+    # aio-pika and uvicorn log through the standard library; keep their warnings visible ...
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # ... except aio-pika's and aiormq's line (and traceback) for every reconnect attempt
+    # during an outage: common.connection says "lost" and "back" once each instead.
+    quiet = logging.DEBUG if level == "debug" else logging.ERROR
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(quiet)

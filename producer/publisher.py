@@ -52,7 +52,6 @@ class BrokerPublisher:
         self._exchange: AbstractExchange | None = None
         self._topology_declared = False
         self._connector: asyncio.Task[None] | None = None
-        self._closing = False
 
     @property
     def ready(self) -> bool:
@@ -91,8 +90,8 @@ class BrokerPublisher:
         except BaseException:
             await connection.close()
             raise
+        # Losing and regaining the connection is logged once each by common.connection.
         connection.reconnect_callbacks.add(self._on_reconnect)
-        connection.close_callbacks.add(self._on_close)
         self._connection = connection
         _log.info("broker.connected", exchange=self._settings.names.ingress)
 
@@ -105,15 +104,8 @@ class BrokerPublisher:
         if self._connection is None:
             return
         await self._declare(self._connection)
-        _log.info("broker.reconnected")
-
-    def _on_close(self, *_args: object) -> None:
-        if self._closing:
-            return
-        _log.warning("broker.connection_lost", consequence="answering 503 until reconnected")
 
     async def close(self) -> None:
-        self._closing = True
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

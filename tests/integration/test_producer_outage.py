@@ -6,6 +6,7 @@ import httpx
 from structlog.testing import capture_logs
 
 from deploy.local.broker import LocalBroker, restart_local_broker, stop_local_broker
+from producer.settings import ProducerSettings
 from tests.support.pipeline import producer_client, producer_settings
 from tests.support.wait import wait_until
 
@@ -19,7 +20,18 @@ async def _post(client: httpx.AsyncClient) -> httpx.Response:
 async def test_producer_answers_503_while_the_broker_is_gone_and_recovers(
     private_broker: LocalBroker,
 ) -> None:
-    settings = producer_settings(private_broker.amqp_url, publish_timeout_s=2.0, retry_after_s=3)
+    url = private_broker.amqp_url + "?reconnect_interval=0.5"
+    settings = producer_settings(url, publish_timeout_s=2.0, retry_after_s=3)
+    with capture_logs() as logs:
+        await _outage_and_recovery(private_broker, settings)
+    # And the outage is two lines in the log, however many reconnect attempts it took
+    states = [e["event"] for e in logs if e["event"].startswith("broker.connection_")]
+    assert states == ["broker.connection_lost", "broker.connection_restored"], states
+    lost = next(e for e in logs if e["event"] == "broker.connection_lost")
+    assert lost["action"] == "reconnecting every 0.5 s"
+
+
+async def _outage_and_recovery(private_broker: LocalBroker, settings: ProducerSettings) -> None:
     async with producer_client(settings) as client:
         # Given a working producer
         assert (await _post(client)).status_code == 202
