@@ -211,6 +211,7 @@ def _add(total: MoveReport, report: MoveReport) -> None:
     total.moved += report.moved
     total.ids.extend(report.ids)
     total.failures.extend(report.failures)
+    total.edited_copies.update(report.edited_copies)
 
 
 def _check_ids_found(selection: Selection, report: MoveReport) -> None:

@@ -277,8 +277,8 @@ def main() -> None:
         if management:
             say(f"management UI: {management}  (guest / guest)")
         say(
-            f"admin page:    http://127.0.0.1:{PRODUCER_PORT}/admin  (token: "
-            f"{env['HOPLINE_ADMIN_TOKEN']}, also in {_shown(env_file)})"
+            f"admin page:    http://127.0.0.1:{PRODUCER_PORT}/admin#token="
+            f"{env['HOPLINE_ADMIN_TOKEN']}  (the token is also in {_shown(env_file)})"
         )
         say(f"CLI:           in another terminal: source {_shown(env_file)}")
         say("               then e.g.: hopline quarantine groups")

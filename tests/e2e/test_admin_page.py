@@ -1,4 +1,5 @@
-"""The /admin page in headless Chromium: a person clicks "Replay" and the message moves."""
+"""The /admin page in headless Chromium: a person signs in, clicks "Replay" and the message
+moves, corrects a payload and replays the copy."""
 
 from __future__ import annotations
 
@@ -75,8 +76,15 @@ async def test_clicking_replay_moves_the_message_back(
             try:
                 page = await browser.new_page()
                 await page.goto(base + "/admin")
-                await page.fill("#token", TOKEN)
+                # Before a token: the page says what to do, not empty tables
+                assert "Type the admin token" in await page.inner_text("#hint")
+                # A wrong token: the server's words, not a JSON string
+                await page.fill("#token", "not-the-token")
                 await page.click("#load")
+                await page.wait_for_selector("#result.error")
+                assert await page.inner_text("#result") == "wrong admin token"
+                # The link `make run` prints signs in by itself (the token is in the fragment)
+                await page.goto(base + f"/admin#token={TOKEN}")
                 # Given the group of three failures is shown
                 row = page.locator("#groups tbody tr").first
                 await row.wait_for()
@@ -91,8 +99,20 @@ async def test_clicking_replay_moves_the_message_back(
                 await page.wait_for_selector("#result:has-text('replayed 1 of 1')")
                 await page.screenshot(path=str(tmp_path / "admin.png"))
                 await page.wait_for_selector('#messages tr[data-id="m-1"]', state="detached")
+                # When the person corrects another message's payload and replays the copy
+                await page.locator('#messages tr[data-id="m-0"] button', has_text="Open").click()
+                await page.wait_for_selector("#detail h3:has-text('m-0')")
+                await page.fill("#edit-payload", '{"sku": "A-42"}')
+                await page.locator("#detail button", has_text="Replay edited copy").click()
+                await page.wait_for_selector("#result:has-text('edited copy of m-0')")
+                assert "x-hopline-error-traceback" not in await page.inner_text("#detail")
             finally:
                 await browser.close()
-    [replayed] = await drain(vhost.amqp_url, "hopline.orders.normal")
-    assert replayed.message_id == "m-1"
-    assert await queue_depth(vhost.amqp_url, "hopline.orders.quarantine") == 2
+    replayed = await drain(vhost.amqp_url, "hopline.orders.normal")
+    assert replayed[0].message_id == "m-1"
+    # Then the edited copy has a new id, records the original, and carries the new payload
+    edited = replayed[1]
+    assert edited.message_id != "m-0"
+    assert edited.headers["x-hopline-edited-from"] == "m-0"
+    assert edited.body == b'{"sku":"A-42"}'
+    assert await queue_depth(vhost.amqp_url, "hopline.orders.quarantine") == 1

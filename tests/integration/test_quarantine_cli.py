@@ -72,8 +72,12 @@ def test_list_groups_and_show(vhost: Vhost, broker: BrokerEndpoint) -> None:
     table = hopline(vhost, broker, "quarantine", "list", "--service", "orders")
     assert "m-1" in table.stdout and "KeyError" in table.stdout
 
+    # A unique prefix of an id is enough, as in git; an ambiguous one says so
     shown = hopline(vhost, broker, "quarantine", "show", "m-1", "--service", "orders")
     assert shown.returncode == 0, shown.stderr
+    ambiguous = hopline(vhost, broker, "quarantine", "show", "m-", "--service", "orders")
+    assert ambiguous.returncode == 2
+    assert "'m-' starts 3 message ids: give more of the id" in ambiguous.stderr
     assert '"n": 1' in shown.stdout
     assert "Traceback" in shown.stdout
     assert "x-hopline-queue" in shown.stdout
@@ -152,6 +156,8 @@ def test_edit_from_a_file(vhost: Vhost, broker: BrokerEndpoint, tmp_path: Path) 
     [copy] = asyncio.run(drain(vhost.amqp_url, "hopline.orders.normal"))
     assert copy.body == b'{"n":42}'
     assert copy.headers["x-hopline-edited-from"] == "m-0"
+    # The operator learns the copy's new id, to follow it
+    assert result["edited_copies"] == {"m-0": copy.message_id}
 
 
 def test_errors_are_one_line_for_a_person(
