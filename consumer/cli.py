@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.apikeys import ApiKeySpec, hash_key, new_key
 from common.connection import broker_version, connect
@@ -196,7 +199,7 @@ def publish(
         )
     value = _read_payload(payload)
 
-    async def send() -> list[str]:
+    async def send(progress: Callable[[int], None]) -> list[str]:
         connection = await connect(settings, name="hopline-cli")
         try:
             await declare_topology(connection, core_topology(settings, broker_version(connection)))
@@ -215,12 +218,31 @@ def publish(
                     to_message(envelope), envelope.routing_key, timeout=settings.publish_timeout_s
                 )
                 ids.append(envelope.message_id)
+                progress(len(ids))
             return ids
         finally:
             await connection.close()
 
-    for message_id in asyncio.run(send()):
-        typer.echo(f"confirmed {message_id} -> {priority}.{message_type}")
+    key = f"{priority}.{message_type}"
+    if count <= _LISTED_AT_MOST:
+        for message_id in asyncio.run(send(lambda _done: None)):
+            typer.echo(f"confirmed {message_id} -> {key}")
+        return
+    with Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("publishing", total=count)
+        ids = asyncio.run(send(lambda done: bar.update(task, completed=done)))
+    typer.echo(f"confirmed {len(ids)} messages -> {key} (ids {ids[0]} … {ids[-1]})")
+
+
+# More copies than this are summed up in one line (with a progress bar on a terminal).
+_LISTED_AT_MOST = 10
 
 
 def _read_payload(text: str) -> Any:

@@ -292,3 +292,13 @@ def test_export_copies_and_leaves_the_queue_alone(
     lines = out.read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == [f"m-{n}" for n in range(5)]
     assert asyncio.run(queue_depth(vhost.amqp_url, QUARANTINE)) == 5
+
+
+def test_publishing_many_copies_sums_up_in_one_line(vhost: Vhost, broker: BrokerEndpoint) -> None:
+    # When 25 copies are published (no service bound yet: they are kept as unroutable)
+    result = hopline(vhost, broker, "publish", "orders.created", '{"n": 1}', "--count", "25")
+    # Then one line says so, with the first and last id, instead of 25 lines
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith("confirmed 25 messages -> normal.orders.created (ids ")
+    assert asyncio.run(queue_depth(vhost.amqp_url, NAMES.unroutable)) == 25
