@@ -46,8 +46,8 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_event,
             structlog.processors.format_exc_info,
+            redact_event,  # after formatting: a traceback's text is masked too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -124,3 +124,17 @@ class Names:
 
     def quarantine(self, service: str) -> str:
         return f"{self.prefix}.{service}.quarantine"
+
+    def holds_failures(self, queue: str) -> bool:
+        """A quarantine queue of this prefix, or the unroutable queue: where archives come
+        from, and so the only queues an archive may be imported into."""
+        if queue == self.unroutable:
+            return True
+        service, dot, tail = queue.removeprefix(f"{self.prefix}.").partition(".")
+        return (
+            queue.startswith(f"{self.prefix}.")
+            and bool(dot)
+            and tail == "quarantine"
+            and is_valid_message_type(service)
+            and "." not in service
+        )

@@ -7,6 +7,7 @@ import traceback
 from pydantic import ValidationError
 
 from common.envelope import Envelope
+from common.redact import redact_text
 from consumer.deadlines import Deadlines
 from consumer.errors import PermanentError
 from consumer.policy import Outcome, OutcomeKind
@@ -55,11 +56,12 @@ def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:
 
 
 def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
-    return Outcome(kind, type(exc).__qualname__, str(exc) or repr(exc), _format(exc))
+    # Error texts go into quarantine headers, the admin page and archives: no secrets there.
+    return Outcome(kind, type(exc).__qualname__, redact_text(str(exc) or repr(exc)), _format(exc))
 
 
 def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
+    return redact_text("".join(traceback.format_exception(exc)))
 
 
 def _summary(exc: ValidationError) -> str:

@@ -23,7 +23,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from common.errors import ConfigurationError, HoplineError
-from common.quarantine.archive import json_safe
+from common.quarantine.archive import json_safe, open_archive
 from common.quarantine.failed import FailedMessage
 from common.quarantine.operations import Operator
 from common.quarantine.selection import Selection, message_summary, selection_from_filters
@@ -381,7 +381,8 @@ def discard(
 
     async def work(op: Operator) -> MoveReport:
         chosen = await op.resolve_ids(selection, services or [])  # id prefixes, as in git
-        sink = archive.open("ab") if archive is not None and not dry_run else nullcontext(None)
+        wanted = archive is not None and not dry_run
+        sink = open_archive(archive) if archive is not None and wanted else nullcontext(None)
         with sink as out, _progress(not as_json, "discarding") as progress:
             return await op.discard(
                 services or [],

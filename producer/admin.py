@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
-from common.quarantine.archive import json_safe
+from common.quarantine.archive import json_safe, open_archive
 from common.quarantine.failed import FailedMessage
 from common.quarantine.operations import NothingSelectedError, Operator, UnknownMessageError
 from common.quarantine.selection import Selection, message_summary, selection_from_filters
@@ -184,7 +184,7 @@ async def discard(body: DiscardIn, operator: OperatorDep, request: Request) -> M
     folder = Path(_settings(request).archive_dir)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     path = folder / f"quarantine-{datetime.now(UTC):%Y%m%d}.jsonl"
-    with path.open("ab") as archive:
+    with open_archive(path) as archive:
         report = await _guard(
             operator.discard(body.service, selection, archive=archive, select_all=body.all)
         )

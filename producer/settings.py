@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from common.apikeys import ApiKeySpec
 from common.settings import HoplineSettings
 
-__all__ = ["ProducerSettings"]
+__all__ = ["MIN_ADMIN_TOKEN_CHARS", "ProducerSettings"]
+
+# A token anyone can guess in a few tries protects nothing: `make run` makes 16 characters.
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 class ProducerSettings(HoplineSettings):
@@ -22,7 +25,9 @@ class ProducerSettings(HoplineSettings):
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503.")
     max_batch_size: int = Field(1000, ge=1, le=10_000)
     admin_token: SecretStr | None = Field(
-        None, description="Bearer token of the admin API and page; unset disables both."
+        None,
+        description="Bearer token of the admin API and page (at least 16 characters, e.g. "
+        "`openssl rand -hex 24`); unset disables both.",
     )
     archive_dir: str = Field(
         ".hopline/archive", description="Where the admin API archives discarded messages."
@@ -32,3 +37,13 @@ class ProducerSettings(HoplineSettings):
         description="Ingestion API keys as JSON (`hopline apikey` makes one); "
         "empty: the ingestion API is open.",
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                "(e.g. openssl rand -hex 24)"
+            )
+        return value

@@ -4,17 +4,19 @@ so `import` can put a message back exactly as it was."""
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import aio_pika
 import orjson
 
 from common.quarantine.failed import PROPERTY_NAMES, FailedMessage, parse_time
 
-__all__ = ["from_archive_line", "json_safe", "to_archive_line"]
+__all__ = ["from_archive_line", "json_safe", "open_archive", "to_archive_line"]
 
 
 def json_safe(value: Any) -> Any:
@@ -75,3 +77,11 @@ def from_archive_line(line: bytes | str) -> tuple[str, aio_pika.Message, str]:
         return str(record["queue"]), message, str(record["id"])
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"not an archive line: {exc}") from exc
+
+
+def open_archive(path: Path) -> BinaryIO:
+    """Open an archive to append to, readable by its owner only: archived messages carry
+    payloads and error texts."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file made with a wider mode is narrowed
+    return os.fdopen(descriptor, "ab")

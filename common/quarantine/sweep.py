@@ -168,6 +168,12 @@ class QueueSweep:
             return report
         async with self._connection.channel(publisher_confirms=True, on_return_raises=True) as out:
             for done, (queue, message, message_id) in enumerate(records, start=1):
+                if not self._names.holds_failures(queue):
+                    # An archive line names its queue; a forged one must not inject work.
+                    report.failures.append(
+                        (message_id, f"{queue!r} is not a quarantine or unroutable queue")
+                    )
+                    continue
                 try:
                     await out.default_exchange.publish(message, queue, timeout=self._timeout_s)
                     report.moved += 1

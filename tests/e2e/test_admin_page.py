@@ -18,7 +18,7 @@ from tests.support.quarantine import seed_quarantine
 from tests.support.wait import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-TOKEN = "page-token"
+TOKEN = "page-token-of-the-test"
 
 
 @pytest.fixture

@@ -120,6 +120,24 @@ async def test_discard_archives_then_import_puts_back(amqp_url: str, store: Queu
     assert back[0].error_type == "RuntimeError", "headers survive the round trip"
 
 
+async def test_an_archive_line_cannot_put_a_message_into_a_work_queue(
+    amqp_url: str, store: QueueSweep
+) -> None:
+    # Given an archive line forged to name a work queue
+    await seed_quarantine(amqp_url, "orders", _failures(1))
+    archive = io.BytesIO()
+    await store.discard(QUARANTINE, Selection(), archive=archive)
+    record = orjson.loads(archive.getvalue())
+    record["queue"] = "hopline.orders.high"
+    # When it is imported, it is refused with the reason, and the work queue stays empty
+    report = await store.import_archive([orjson.dumps(record)])
+    assert report.moved == 0
+    assert report.failures == [
+        ("m-0", "'hopline.orders.high' is not a quarantine or unroutable queue")
+    ]
+    assert await queue_depth(amqp_url, "hopline.orders.high") == 0
+
+
 async def test_a_replayed_message_that_fails_again_is_marked(
     amqp_url: str, store: QueueSweep
 ) -> None:

@@ -241,3 +241,14 @@ async def test_a_fast_handler_is_never_cut_off_after_it_returned() -> None:
             await asyncio.sleep(0.005)
     finally:
         await deadlines.close()
+
+
+async def test_an_error_text_with_a_secret_is_masked_before_it_is_stored() -> None:
+    async def handler(payload: Any) -> None:
+        raise ConnectionError("cannot reach postgresql://app:Pa55word@db/app (Bearer hpl_k)")
+
+    outcome = await run(handler)
+    # What goes into the quarantine headers, the admin page and archives
+    for text in (outcome.error_message, outcome.traceback):
+        assert "Pa55word" not in text and "hpl_k" not in text
+    assert "postgresql://app:***@db/app" in outcome.error_message

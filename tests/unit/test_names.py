@@ -219,3 +219,19 @@ def test_names_are_frozen_values() -> None:
     assert hash(names) == hash(Names("acme"))
     with pytest.raises(AttributeError):
         names.prefix = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("queue", "holds"),
+    [
+        ("hopline.orders.quarantine", True),
+        ("hopline.unroutable", True),
+        ("hopline.orders.high", False),  # a work queue: an import must not inject work
+        ("hopline.retry.1s", False),
+        ("other.orders.quarantine", False),
+        ("hopline.a.b.quarantine", False),
+        ("hopline..quarantine", False),
+    ],
+)
+def test_only_quarantine_and_unroutable_queues_hold_failures(queue: str, holds: bool) -> None:
+    assert Names().holds_failures(queue) is holds

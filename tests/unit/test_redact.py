@@ -89,3 +89,42 @@ def test_redact_event_returns_the_same_mapping_for_the_next_processor() -> None:
     event: dict[str, Any] = {"event": "x"}
 
     assert redact_event(None, "info", event) is event
+
+
+def test_credentials_are_masked_in_nested_values_and_auth_headers() -> None:
+    event = {
+        "event": "request.failed",
+        "request": {"headers": {"Authorization": "Bearer hpl_secret"}, "url": "http://u:pw@h/"},
+        "attempts": ["calling with Bearer hpl_abc.def", "Basic dXNlcjpwYXNz then"],
+        "error": "upstream said: Bearer hpl_zzz is not valid",
+    }
+    redacted = redact_event(None, "info", event)
+    text = repr(redacted)
+    for secret in ("hpl_secret", "pw@", "hpl_abc.def", "dXNlcjpwYXNz", "hpl_zzz"):
+        assert secret not in text, secret
+    assert redacted["attempts"] == ["calling with Bearer ***", "Basic *** then"]
+
+
+def test_a_logged_traceback_is_masked_after_it_is_formatted() -> None:
+    import io
+    import logging
+
+    import structlog
+
+    from common.logging import configure_logging
+
+    stream = io.BytesIO()
+    configure_logging("info", "json")
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(stream))
+    try:
+        try:
+            raise ConnectionError("cannot reach postgresql://app:Pa55word@db/app")
+        except ConnectionError:
+            structlog.get_logger("t").exception("db.failed")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    line = stream.getvalue().decode()
+    assert "db.failed" in line and "Traceback" in line
+    assert "Pa55word" not in line
+    assert "postgresql://app:***@db/app" in line

@@ -190,3 +190,11 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(ValueError, match="frozen"):
         settings.prefix = "other"  # type: ignore[misc]
+
+
+def test_an_admin_token_anyone_could_guess_is_refused() -> None:
+    from pydantic import SecretStr
+
+    with pytest.raises(ConfigurationError, match=r"HOPLINE_ADMIN_TOKEN: .*at least 16 characters"):
+        load_settings(ProducerSettings, admin_token=SecretStr("x"))
+    assert load_settings(ProducerSettings, admin_token=SecretStr("a" * 16)).admin_token
