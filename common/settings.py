@@ -44,6 +44,11 @@ class HoplineSettings(BaseSettings):
         "(default: http://<broker host>:15672, https://...:15671 for amqps://, with the "
         "broker URL's credentials).",
     )
+    management_allow_http: bool = Field(
+        False,
+        description="Allow an http:// management URL although the broker is reached over "
+        "TLS (the user and password then cross the network in clear text).",
+    )
     prefix: str = Field("hopline", pattern=_WORD, description="Prefix of every broker object.")
     priorities: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["high", "normal", "low"],

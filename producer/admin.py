@@ -8,7 +8,10 @@ the queues themselves. The bodies are in `producer/admin_schemas.py`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
+import re
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
+from common.logging import get_logger
 from common.quarantine.archive import json_safe, open_archive
 from common.quarantine.failed import FailedMessage
 from common.quarantine.operations import NothingSelectedError, Operator, UnknownMessageError
@@ -55,6 +59,7 @@ async def require_admin(
     if token is None:  # the router is not mounted then; this is a second lock
         raise HTTPException(404, "admin routes are disabled (HOPLINE_ADMIN_TOKEN is unset)")
     if credentials is None:
+        _audit.warning("admin.refused", client=_client(request), reason="no token")
         raise HTTPException(
             401,
             "send the admin token as 'Authorization: Bearer <token>'",
@@ -63,7 +68,29 @@ async def require_admin(
     if not secrets.compare_digest(
         credentials.credentials.encode(), token.get_secret_value().encode()
     ):
+        _audit.warning("admin.refused", client=_client(request), reason="wrong token")
         raise HTTPException(403, "wrong admin token")
+
+
+_audit = get_logger("hopline.admin")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _log_action(request: Request, action: str, report: MoveReport, **what: object) -> None:
+    """The audit trail: who did what to which messages (one line per admin action)."""
+    _audit.warning(
+        "admin.action",
+        action=action,
+        client=_client(request),
+        moved=report.moved,
+        matched=report.matched,
+        dry_run=report.dry_run,
+        ids=report.ids[:100],
+        **what,
+    )
 
 
 async def _operator(request: Request) -> AsyncIterator[Operator]:
@@ -77,9 +104,35 @@ async def _operator(request: Request) -> AsyncIterator[Operator]:
 _PAGE = Path(__file__).with_name("static") / "admin.html"
 
 
+def _page_headers(page: str) -> dict[str, str]:
+    """Only the page's own inline script and style may run (by hash), it talks only to its
+    own origin, and no other site may frame it (clickjacking a "Discard group" button)."""
+    hashes = {
+        kind: " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+            for body in re.findall(rf"<{kind}>(.*?)</{kind}>", page, flags=re.DOTALL)
+        )
+        for kind in ("script", "style")
+    }
+    policy = (
+        f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; "
+        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
 async def admin_page() -> HTMLResponse:
-    """The quarantine console: one static page that talks to the admin API."""
-    return HTMLResponse(await asyncio.to_thread(_PAGE.read_text))
+    """The quarantine console: one static page that talks to the admin API. The page holds
+    no data: everything it shows comes from the admin API, which needs the token."""
+    page = await asyncio.to_thread(_PAGE.read_text)
+    return HTMLResponse(page, headers=_page_headers(page))
 
 
 OperatorDep = Annotated[Operator, Depends(_operator)]
@@ -157,7 +210,7 @@ async def show(message_id: str, operator: OperatorDep, service: Services = None)
 
 
 @admin_router.post("/quarantine/replay", summary="Replay to the origin queues")
-async def replay(body: ReplayIn, operator: OperatorDep) -> MoveOut:
+async def replay(body: ReplayIn, operator: OperatorDep, request: Request) -> MoveOut:
     selection = _selection(body.ids, body.type, body.error, body.since, body.group)
     edit = None
     if body.edit is not None:
@@ -168,6 +221,7 @@ async def replay(body: ReplayIn, operator: OperatorDep) -> MoveOut:
             body.service, selection, select_all=body.all, dry_run=body.dry_run, edit=edit
         )
     )
+    _log_action(request, "replay", report, edited=body.edit is not None)
     return _out(report)
 
 
@@ -180,6 +234,7 @@ async def discard(body: DiscardIn, operator: OperatorDep, request: Request) -> M
                 body.service, selection, archive=None, select_all=body.all, dry_run=body.dry_run
             )
         )
+        _log_action(request, "discard", report, archived=False)
         return _out(report)
     folder = Path(_settings(request).archive_dir)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
@@ -188,6 +243,7 @@ async def discard(body: DiscardIn, operator: OperatorDep, request: Request) -> M
         report = await _guard(
             operator.discard(body.service, selection, archive=archive, select_all=body.all)
         )
+    _log_action(request, "discard", report, archive=str(path))
     return _out(report, archive=str(path))
 
 
@@ -204,6 +260,7 @@ async def export(operator: OperatorDep, service: Services = None) -> Response:
 async def import_archive(request: Request, operator: OperatorDep, dry_run: bool = False) -> MoveOut:
     lines = (await request.body()).splitlines()
     report = await _guard(operator.store.import_archive(lines, dry_run=dry_run))
+    _log_action(request, "import", report)
     return _out(report)
 
 
@@ -218,11 +275,14 @@ async def unroutable(
 
 
 @admin_router.post("/unroutable/replay", summary="Publish unroutable messages again")
-async def unroutable_replay(body: UnroutableReplayIn, operator: OperatorDep) -> MoveOut:
+async def unroutable_replay(
+    body: UnroutableReplayIn, operator: OperatorDep, request: Request
+) -> MoveOut:
     selection = Selection(ids=frozenset(body.ids), message_type=body.type)
     report = await _guard(
         operator.replay_unroutable(
             selection, routing_key=body.routing_key, select_all=body.all, dry_run=body.dry_run
         )
     )
+    _log_action(request, "unroutable_replay", report, routing_key=body.routing_key)
     return _out(report)

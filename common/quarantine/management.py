@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from common.amqp_url import parse_amqp_url
-from common.errors import BrokerUnavailableError
+from common.errors import BrokerUnavailableError, ConfigurationError
 from common.redact import redact_url
 from common.settings import HoplineSettings
 
@@ -28,6 +28,12 @@ def management_endpoint(settings: HoplineSettings) -> tuple[str, str, str, str]:
     amqp = parse_amqp_url(settings.amqp_url.get_secret_value())
     scheme = "https" if amqp.tls else "http"
     base = settings.management_url or f"{scheme}://{amqp.host}:{15671 if amqp.tls else 15672}"
+    if amqp.tls and base.lower().startswith("http://") and not settings.management_allow_http:
+        raise ConfigurationError(
+            f"HOPLINE_MANAGEMENT_URL {redact_url(base)} is plain HTTP while the broker is "
+            "reached over TLS: the password would cross the network in clear text; use "
+            "https://, or set HOPLINE_MANAGEMENT_ALLOW_HTTP=true if the path is trusted"
+        )
     return base.rstrip("/"), amqp.vhost, amqp.user, amqp.password
 
 

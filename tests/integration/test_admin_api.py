@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from deploy.local.broker import free_port
 from tests.support.broker import BrokerEndpoint, Vhost
@@ -34,11 +36,30 @@ async def admin(
 
 
 async def test_admin_routes_need_the_token(admin: httpx.AsyncClient) -> None:
-    missing = await admin.get("/v1/admin/quarantine/groups")
-    assert missing.status_code == 401
-    wrong = await admin.get("/v1/admin/quarantine/groups", headers={"Authorization": "Bearer no"})
-    assert wrong.status_code == 403
-    assert wrong.json()["detail"] == "wrong admin token"
+    with capture_logs() as logs:
+        missing = await admin.get("/v1/admin/quarantine/groups")
+        assert missing.status_code == 401
+        no = {"Authorization": "Bearer no"}
+        wrong = await admin.get("/v1/admin/quarantine/groups", headers=no)
+        assert wrong.status_code == 403
+        assert wrong.json()["detail"] == "wrong admin token"
+    # Every refusal leaves a line (with the client), never the token tried
+    refusals = [e for e in logs if e["event"] == "admin.refused"]
+    assert [e["reason"] for e in refusals] == ["no token", "wrong token"]
+    assert "no" not in {str(v) for e in refusals for v in e.values()}
+
+
+async def test_the_admin_page_may_run_only_its_own_script_and_never_in_a_frame(
+    admin: httpx.AsyncClient,
+) -> None:
+    page = await admin.get("/admin")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    # The page itself holds no data: the token guards the API it calls
+    assert "KeyError" not in page.text
 
 
 async def test_admin_routes_do_not_exist_without_a_token(amqp_url: str) -> None:
@@ -68,8 +89,13 @@ async def test_list_groups_show_replay_discard(
     missing = await admin.get("/v1/admin/quarantine/messages/nope", headers=AUTH)
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
 
-    replayed = await admin.post("/v1/admin/quarantine/replay", headers=AUTH, json={"ids": ["m-0"]})
+    with capture_logs() as logs:
+        replayed = await admin.post(
+            "/v1/admin/quarantine/replay", headers=AUTH, json={"ids": ["m-0"]}
+        )
     assert replayed.json()["moved"] == 1
+    [action] = [e for e in logs if e["event"] == "admin.action"]
+    assert (action["action"], action["ids"], action["moved"]) == ("replay", ["m-0"], 1)
     assert await queue_depth(amqp_url, "hopline.orders.normal") == 1
 
     unselected = await admin.post("/v1/admin/quarantine/discard", headers=AUTH, json={})
@@ -81,6 +107,7 @@ async def test_list_groups_show_replay_discard(
     body = discarded.json()
     assert body["moved"] == 3
     assert len(Path(body["archive"]).read_text().splitlines()) == 3
+    assert stat.S_IMODE(Path(body["archive"]).stat().st_mode) == 0o600
     assert await queue_depth(amqp_url, QUARANTINE) == 0
 
     imported = await admin.post(

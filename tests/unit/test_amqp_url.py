@@ -6,6 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from common.amqp_url import AmqpUrl, parse_amqp_url
+from common.errors import ConfigurationError
 from common.quarantine.management import management_endpoint
 from common.settings import HoplineSettings
 
@@ -36,3 +37,18 @@ def test_an_amqp_url_says_who_where_and_whether_tls(url: str, expected: AmqpUrl)
 def test_the_management_api_is_reached_like_the_broker(url: str, base: str) -> None:
     settings = HoplineSettings(amqp_url=SecretStr(url))
     assert management_endpoint(settings) == (base, "v", "u", "p")
+
+
+def test_a_plain_http_management_url_is_refused_for_a_tls_broker() -> None:
+    tls = "amqps://u:p@mq.example/v"
+    with pytest.raises(ConfigurationError, match="clear text; use https://"):
+        management_endpoint(
+            HoplineSettings(amqp_url=SecretStr(tls), management_url="http://mq.example:15672")
+        )
+    # ... unless that is a deliberate choice
+    allowed = HoplineSettings(
+        amqp_url=SecretStr(tls),
+        management_url="http://mq.example:15672",
+        management_allow_http=True,
+    )
+    assert management_endpoint(allowed)[0] == "http://mq.example:15672"
