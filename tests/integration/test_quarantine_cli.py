@@ -302,3 +302,20 @@ def test_publishing_many_copies_sums_up_in_one_line(vhost: Vhost, broker: Broker
     [line] = result.stdout.splitlines()
     assert line.startswith("confirmed 25 messages -> normal.orders.created (ids ")
     assert asyncio.run(queue_depth(vhost.amqp_url, NAMES.unroutable)) == 25
+
+
+def test_message_content_is_shown_as_data_never_as_markup_or_escapes(
+    vhost: Vhost, broker: BrokerEndpoint
+) -> None:
+    # Given a foreign publisher's error text full of rich markup and terminal escapes
+    hostile = "[link=https://evil.example/]harmless[/link] [/bogus] \x1b]8;;https://x\x07hi\x1b[2J"
+    _seed(vhost, 1, type="orders.created", error_type="[bold]Evil[/bold]", error=hostile)
+    for command in (["list"], ["groups"], ["show", "m-0"]):
+        # When an operator looks at it
+        shown = hopline(vhost, broker, "quarantine", *command, "--service", "orders")
+        # Then the command works and prints the text literally, without control characters
+        assert shown.returncode == 0, shown.stderr
+        assert "[bold]Evil[/bold]" in shown.stdout
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    listed = hopline(vhost, broker, "quarantine", "show", "m-0", "--service", "orders")
+    assert "[link=https://evil.example/]harmless[/link] [/bogus]" in listed.stdout
