@@ -42,6 +42,7 @@ async def producer_process(
             "HOPLINE_QUEUE_TYPE": queue_type,
             "HOPLINE_PORT": str(port),
             "HOPLINE_LOG_FORMAT": "json",
+            "HOPLINE_INGESTION_OPEN": "true",
             "PYTHONPATH": str(ROOT),
         }
     )

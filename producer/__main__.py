@@ -29,6 +29,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except HoplineError as exc:
         print(f"hopline-producer: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if not settings.api_keys and not settings.ingestion_open:
+        # Open ingestion is a choice someone makes, never a default a deployment ships with.
+        print(
+            "hopline-producer: error: HOPLINE_API_KEYS is empty: make a key with `hopline "
+            "apikey --name NAME` and put its entry there, or set HOPLINE_INGESTION_OPEN=true to "
+            "accept messages from anyone who reaches this port",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),

@@ -15,6 +15,7 @@ from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from producer.auth import ApiKey
+from producer.gate import AUTHENTICATED_KEY
 from producer.publisher import Publisher
 from producer.schemas import (
     BatchIn,
@@ -54,7 +55,10 @@ async def _api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey | None:
-    """The caller's key, checked before the body is looked at (None when the API is open)."""
+    """The caller's key (None when the API is open): found by `AuthenticateFirst` before the
+    body was read; checked here only for an app mounted without that middleware."""
+    if AUTHENTICATED_KEY in request.scope:
+        return request.scope[AUTHENTICATED_KEY]  # type: ignore[no-any-return]
     keyring = app_state(request).keyring
     presented = f"Bearer {credentials.credentials}" if credentials is not None else None
     return keyring.authenticate(presented)

@@ -14,6 +14,7 @@ from producer.admin import admin_page, admin_router
 from producer.api import router
 from producer.auth import KeyRing
 from producer.errors import add_error_responses
+from producer.gate import AuthenticateFirst
 from producer.limits import BodySizeLimit
 from producer.publisher import BrokerPublisher, Publisher
 from producer.schemas import document_priorities
@@ -58,13 +59,16 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    AppState(settings, chosen, KeyRing(settings.api_keys)).attach(app)
+    keyring = KeyRing(settings.api_keys)
+    AppState(settings, chosen, keyring).attach(app)
     app.include_router(router)
     if settings.admin_token is not None:
         # Without a token the admin surface does not exist at all (404), not even its docs.
         app.include_router(admin_router)
         app.add_api_route("/admin", admin_page, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Added last, so it runs first: no body is read for a caller without a valid key.
+    app.add_middleware(AuthenticateFirst, keyring=keyring)
 
     add_error_responses(app, retry_after_s=settings.retry_after_s)
     return app

@@ -32,6 +32,11 @@ class ProducerSettings(HoplineSettings):
     archive_dir: str = Field(
         ".hopline/archive", description="Where the admin API archives discarded messages."
     )
+    ingestion_open: bool = Field(
+        False,
+        description="Accept messages without an API key (for development: `make run` sets "
+        "it). Without it and without HOPLINE_API_KEYS the producer refuses to start.",
+    )
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list,
         description="Ingestion API keys as JSON (`hopline apikey` makes one); "

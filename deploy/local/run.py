@@ -250,6 +250,7 @@ def main() -> None:
     env.setdefault("HOPLINE_ADMIN_TOKEN", secrets.token_urlsafe(12))
     env.setdefault("HOPLINE_LOG_FORMAT", "console")
     env.setdefault("HOPLINE_HANDLERS", "consumer.examples:registry")
+    env.setdefault("HOPLINE_INGESTION_OPEN", "true")  # a local demo: keys are for deployments
     where = f"producer :{PRODUCER_PORT}, pid {os.getpid()}"
     if broker is not None:
         pids = ",".join(str(pid) for pid in node_pids(broker)) or "?"

@@ -51,6 +51,8 @@ def _start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
         ),
         # No handlers is an error, not the demo service with its random failures
         ("consumer", {}, ["HOPLINE_HANDLERS is not set: give the service's registry"]),
+        # No keys is an error, unless open ingestion is chosen explicitly
+        ("producer", {}, ["HOPLINE_API_KEYS is empty: make a key with `hopline apikey"]),
     ],
 )
 def test_bad_settings_are_named_one_per_line(

@@ -44,8 +44,8 @@ async def _post_good(port: int) -> int:
     ("content", "content_type", "expected"),
     [
         (b"x" * (MAX_REQUEST_BYTES + 1), "application/json", 413),
-        (b'{"type": "a.b", "payload": 1}', "text/plain", 422),
-        (b"type=a.b&payload=1", "application/x-www-form-urlencoded", 422),
+        (b'{"type": "a.b", "payload": 1}', "text/plain", 415),
+        (b"type=a.b&payload=1", "application/x-www-form-urlencoded", 415),
         (b'{"type": "a.b", "payload": "\xff\xfe"}', "application/json", 422),
         (b'{"type": "a.b", "payload": ', "application/json", 422),
         (b"", "application/json", 422),

@@ -128,3 +128,41 @@ async def test_without_keys_the_api_is_open_and_says_so_once() -> None:
                 assert response.status_code == 202
     warnings = [entry for entry in logs if entry["event"] == "ingestion.open"]
     assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+
+
+async def test_a_caller_without_a_key_is_refused_before_its_body_is_read() -> None:
+    # Given the app behind an ASGI channel that counts the body chunks it hands out
+    app = create_app(_settings(), publisher=FakePublisher())
+    chunks_read = 0
+    deep = b"[" * 100_000 + b"]" * 100_000  # would be a 422 (too deep) if it were parsed
+
+    async def receive() -> dict[str, object]:
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": deep, "more_body": False}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/messages",
+        "raw_path": b"/v1/messages",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    async with app.router.lifespan_context(app):
+        # When it posts without a key
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    # Then the answer is 401, and not one chunk of the body was read
+    assert sent[0]["status"] == 401
+    assert chunks_read == 0

@@ -1,0 +1,63 @@
+"""Authenticate ingestion requests before a byte of their body is read (pure ASGI).
+
+FastAPI reads and parses a request's JSON body before it resolves dependencies, so a key
+checked in a dependency comes after the parse: a stranger could make the producer read and
+parse any body (and got 422 for deep JSON instead of 401). This middleware checks the
+`Authorization` header of `POST /v1/messages...` first and answers 401 at once; the key it
+found travels in the ASGI scope to the route, which checks types, priorities and the rate.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from producer.auth import KeyRing, Unauthenticated
+
+__all__ = ["AUTHENTICATED_KEY", "AuthenticateFirst"]
+
+# Where the middleware leaves the caller's key for the route (absent: the API is open).
+AUTHENTICATED_KEY = "hopline.api_key"
+_INGESTION = "/v1/messages"
+
+
+class AuthenticateFirst:
+    def __init__(self, app: ASGIApp, *, keyring: KeyRing) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or self.keyring.open
+            or scope["method"] != "POST"
+            or not scope["path"].startswith(_INGESTION)
+        ):
+            await self.app(scope, receive, send)
+            return
+        authorization = dict(scope["headers"]).get(b"authorization")
+        try:
+            scope[AUTHENTICATED_KEY] = self.keyring.authenticate(
+                authorization.decode("latin-1") if authorization is not None else None
+            )
+        except Unauthenticated as exc:
+            await _refuse(send, str(exc))
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b"Bearer"),
+                (b"connection", b"close"),  # the body is never read: do not reuse
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
