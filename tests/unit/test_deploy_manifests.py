@@ -262,3 +262,17 @@ def test_dockerfile_copies_only_files_that_exist() -> None:
         *sources, _target = args.split()
         for source in sources:
             assert (root / source).exists(), source
+
+
+def test_the_shipped_deployments_require_ingestion_keys() -> None:
+    # compose: the producer does not start without HOPLINE_API_KEYS from deploy/.env
+    producer = _compose()["services"]["producer"]["environment"]
+    assert producer["HOPLINE_API_KEYS"].startswith("${HOPLINE_API_KEYS:?")
+    assert "HOPLINE_INGESTION_OPEN" not in producer
+    # k8s: the keys come from the secret, and nothing opens ingestion
+    [deployment] = [d for d in _by_kind("Deployment") if d["metadata"]["name"].endswith("producer")]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["HOPLINE_API_KEYS"]["valueFrom"]["secretKeyRef"]["key"] == "HOPLINE_API_KEYS"
+    assert "HOPLINE_INGESTION_OPEN" not in env
+    assert "HOPLINE_INGESTION_OPEN" not in (K8S / "configmap.yaml").read_text()
