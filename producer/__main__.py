@@ -12,6 +12,7 @@ from common.errors import HoplineError
 from common.logging import configure_logging
 from common.settings import load_settings
 from producer.app import create_app
+from producer.http_limits import guarded_protocol
 from producer.settings import ProducerSettings
 
 __all__ = ["main"]
@@ -45,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
+        http=guarded_protocol(
+            header_timeout_s=settings.http_header_timeout_s,
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+        ),
+        timeout_keep_alive=max(1, round(settings.http_keep_alive_s)),
+        limit_concurrency=settings.http_max_connections,
     )
 
 

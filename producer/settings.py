@@ -24,6 +24,20 @@ class ProducerSettings(HoplineSettings):
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503.")
     max_batch_size: int = Field(1000, ge=1, le=10_000)
+    # What a client may hold or send before the app sees its request (producer/http_limits.py)
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a request's headers may take to arrive (then 408)."
+    )
+    http_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Bytes of one request's headers together (then 431)."
+    )
+    http_max_headers: int = Field(100, ge=10, description="Headers per request (then 431).")
+    http_keep_alive_s: float = Field(
+        5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
+    )
+    http_max_connections: int = Field(
+        1000, ge=1, description="Open connections and running requests at once (then 503)."
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token of the admin API and page (at least 16 characters, e.g. "
