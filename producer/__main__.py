@@ -30,7 +30,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except HoplineError as exc:
         print(f"hopline-producer: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if not settings.api_keys and not settings.ingestion_open:
+    if settings.serve == "admin" and settings.admin_token is None:
+        print(
+            "hopline-producer: error: HOPLINE_SERVE=admin needs HOPLINE_ADMIN_TOKEN "
+            "(e.g. openssl rand -hex 24)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if settings.serve != "admin" and not settings.api_keys and not settings.ingestion_open:
         # Open ingestion is a choice someone makes, never a default a deployment ships with.
         print(
             "hopline-producer: error: HOPLINE_API_KEYS is empty: make a key with `hopline "

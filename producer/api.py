@@ -31,7 +31,8 @@ from producer.state import app_state
 __all__ = ["PayloadTooLarge", "ServiceUnavailable", "router"]
 
 _log = get_logger("hopline.producer")
-router = APIRouter()
+router = APIRouter()  # ingestion
+probes = APIRouter()  # liveness and readiness, served in every mode
 
 
 class ServiceUnavailable(Exception):
@@ -253,12 +254,12 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
     return BatchOut(accepted=len(results) - failed, failed=failed, results=results)
 
 
-@router.get("/healthz", summary="The process is alive")
+@probes.get("/healthz", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Broker reachable and topology declared", responses=_UNAVAILABLE)
+@probes.get("/readyz", summary="Broker reachable and topology declared", responses=_UNAVAILABLE)
 async def readyz(request: Request) -> JSONResponse:
     state = app_state(request)
     if state.publisher.ready:

@@ -11,12 +11,12 @@ from fastapi_offline import FastAPIOffline
 
 from common.logging import get_logger
 from producer.admin import admin_page, admin_router
-from producer.api import router
+from producer.api import probes, router
 from producer.auth import KeyRing
 from producer.errors import add_error_responses
 from producer.gate import AuthenticateFirst
 from producer.limits import BodySizeLimit
-from producer.publisher import BrokerPublisher, Publisher
+from producer.publisher import BrokerPublisher, NoPublisher, Publisher
 from producer.schemas import document_priorities
 from producer.settings import ProducerSettings
 from producer.state import AppState
@@ -28,11 +28,13 @@ _log = get_logger("hopline.producer")
 
 def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
     """Wire the app; `publisher` is the seam tests use (default: the real broker)."""
-    chosen: Publisher = publisher or BrokerPublisher(settings)
+    ingestion = settings.serve in ("all", "ingestion")
+    admin = settings.serve in ("all", "admin") and settings.admin_token is not None
+    chosen: Publisher = publisher or (BrokerPublisher(settings) if ingestion else NoPublisher())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.api_keys:
+        if ingestion and not settings.api_keys:
             _log.warning(
                 "ingestion.open",
                 detail="no HOPLINE_API_KEYS: anyone who reaches this port may publish",
@@ -61,8 +63,10 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.openapi = openapi  # type: ignore[method-assign]
     keyring = KeyRing(settings.api_keys)
     AppState(settings, chosen, keyring).attach(app)
-    app.include_router(router)
-    if settings.admin_token is not None:
+    app.include_router(probes)
+    if ingestion:
+        app.include_router(router)
+    if admin:
         # Without a token the admin surface does not exist at all (404), not even its docs.
         app.include_router(admin_router)
         app.add_api_route("/admin", admin_page, include_in_schema=False)

@@ -24,7 +24,7 @@ from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.topology import core_topology
 
-__all__ = ["BrokerPublisher", "Publisher"]
+__all__ = ["BrokerPublisher", "NoPublisher", "Publisher"]
 
 _log = get_logger("hopline.producer")
 
@@ -138,3 +138,21 @@ class BrokerPublisher:
             raise access_refused_error(exc) from exc
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailableError(f"lost the broker while publishing: {exc}") from exc
+
+
+class NoPublisher:
+    """The admin-only process (HOPLINE_SERVE=admin) publishes nothing: it runs as the
+    operator's broker user, which may not declare the ingress topology a publisher needs."""
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        raise BrokerUnavailableError("this process serves the admin API only")

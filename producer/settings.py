@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from common.apikeys import ApiKeySpec
@@ -37,6 +39,12 @@ class ProducerSettings(HoplineSettings):
     )
     http_max_connections: int = Field(
         1000, ge=1, description="Open connections and running requests at once (then 503)."
+    )
+    serve: Literal["all", "ingestion", "admin"] = Field(
+        "all",
+        description="What this process serves: `ingestion` for the internet-facing API, "
+        "`admin` for the admin API and page (run it as the operator's broker user, on its own "
+        "port), `all` for both (development).",
     )
     admin_token: SecretStr | None = Field(
         None,

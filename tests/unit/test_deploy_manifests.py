@@ -121,7 +121,7 @@ def test_the_consumer_scales_on_every_priority_queue_high_first() -> None:
 def test_producer_has_a_service_and_a_disruption_budget() -> None:
     (producer,) = [d for d in _by_kind("Deployment") if "producer" in d["metadata"]["name"]]
     labels = producer["spec"]["template"]["metadata"]["labels"]
-    (service,) = _by_kind("Service")
+    (service,) = [s for s in _by_kind("Service") if "producer" in s["metadata"]["name"]]
     (budget,) = _by_kind("PodDisruptionBudget")
     for selector in (service["spec"]["selector"], budget["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
@@ -276,3 +276,31 @@ def test_the_shipped_deployments_require_ingestion_keys() -> None:
     assert env["HOPLINE_API_KEYS"]["valueFrom"]["secretKeyRef"]["key"] == "HOPLINE_API_KEYS"
     assert "HOPLINE_INGESTION_OPEN" not in env
     assert "HOPLINE_INGESTION_OPEN" not in (K8S / "configmap.yaml").read_text()
+
+
+def test_the_admin_api_runs_apart_as_the_operator_with_its_own_archive_volume() -> None:
+    # compose: the ingestion producer has no admin surface; the admin process is the operator
+    services = _compose()["services"]
+    assert services["producer"]["environment"]["HOPLINE_SERVE"] == "ingestion"
+    assert "HOPLINE_ADMIN_TOKEN" not in services["producer"]["environment"]
+    admin = services["admin"]["environment"]
+    assert admin["HOPLINE_SERVE"] == "admin"
+    assert admin["HOPLINE_AMQP_URL"].startswith("amqp://hopline-operator:")
+    assert "admin-archive:/var/lib/hopline/archive" in services["admin"]["volumes"]
+    assert services["admin"]["read_only"] is True
+    # k8s: the same, with a persistent volume for the archive
+    (deployment,) = [d for d in _by_kind("Deployment") if d["metadata"]["name"] == "hopline-admin"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["HOPLINE_SERVE"]["value"] == "admin"
+    assert (
+        env["HOPLINE_AMQP_URL"]["valueFrom"]["secretKeyRef"]["key"] == "HOPLINE_OPERATOR_AMQP_URL"
+    )
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert env["HOPLINE_ARCHIVE_DIR"]["value"] == mount
+    assert _by_kind("PersistentVolumeClaim")
+
+
+def test_grafana_has_no_fallback_password() -> None:
+    grafana = _compose()["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
