@@ -45,6 +45,7 @@ from tests.support.pipeline import (
 from tests.support.wait import wait_until
 
 VHOST = "hopline-secured"
+ADMIN_TOKEN = "admin-token-of-the-secured-node"
 PASSWORDS = {
     "HOPLINE_PRODUCER_PASSWORD": "producer-Secret-1",
     "HOPLINE_CONSUMER_DEMO_PASSWORD": "consumer-Secret-2",
@@ -157,6 +158,32 @@ async def test_the_pipeline_runs_with_one_least_privilege_user_per_role(
             return await queue_depth(consumer_url, "hopline.demo.quarantine") == 2
 
         await wait_until(quarantined, timeout_s=15, message="retry then quarantine")
+
+        # The admin API, as its own process would run (HOPLINE_SERVE=admin, the operator's
+        # user), lists them and replays one: its rights are enough, it declares nothing.
+        admin = producer_settings(
+            secured.url("operator"),
+            serve="admin",
+            admin_token=SecretStr(ADMIN_TOKEN),
+            management_url=secured.node.management_url,
+        )
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with producer_client(admin) as client:
+            listed = await client.get(
+                "/v1/admin/quarantine/messages", params={"service": "demo"}, headers=auth
+            )
+            assert listed.status_code == 200, listed.text
+            assert sorted(m["type"] for m in listed.json()) == ["payments.charge", "reports.render"]
+            groups = await client.get("/v1/admin/quarantine/groups", headers=auth)
+            assert groups.status_code == 200, groups.text
+            charge = next(m for m in listed.json() if m["type"] == "payments.charge")
+            replayed = await client.post(
+                "/v1/admin/quarantine/replay",
+                json={"ids": [charge["id"]], "service": ["demo"]},
+                headers=auth,
+            )
+            assert replayed.status_code == 200 and replayed.json()["moved"] == 1, replayed.text
+        await wait_until(quarantined, timeout_s=15, message="the replay failed again")
 
     # The operator takes the failed messages off quarantine.
     taken = await drain(secured.url("operator"), "hopline.demo.quarantine")
