@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import re
 import secrets
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, cast
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
@@ -248,12 +248,37 @@ async def discard(body: DiscardIn, operator: OperatorDep, request: Request) -> M
 
 
 @admin_router.get(
-    "/quarantine/export", summary="Messages as JSONL archive lines", response_class=Response
+    "/quarantine/export",
+    summary="Messages as JSONL archive lines",
+    response_class=StreamingResponse,
 )
-async def export(operator: OperatorDep, service: Services = None) -> Response:
-    buffer = io.BytesIO()
-    await _guard(operator.export(service or [], Selection(), buffer))
-    return Response(buffer.getvalue(), media_type="application/x-ndjson")
+async def export(
+    operator: OperatorDep, request: Request, service: Services = None
+) -> StreamingResponse:
+    # Held on disk past 1 MiB (in the archive folder: the root filesystem is read-only in
+    # the shipped containers), then streamed: a large quarantine does not fill the memory.
+    folder = Path(_settings(request).archive_dir)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    # Closed by the streaming below (or on failure): a `with` would close it before that.
+    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+        max_size=_EXPORT_IN_MEMORY_BYTES, mode="w+b", dir=str(folder)
+    )
+    try:
+        await _guard(operator.export(service or [], Selection(), cast(BinaryIO, spool)))
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        with spool:
+            while chunk := spool.read(64 * 1024):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/x-ndjson")
+
+
+_EXPORT_IN_MEMORY_BYTES = 1024 * 1024
 
 
 @admin_router.post("/quarantine/import", summary="Put archived JSONL lines back")

@@ -69,7 +69,8 @@ class Operator:
         result: list[tuple[str, Group]] = []
         for queue in await self.quarantine_queues(services):
             result.extend(
-                (queue, group) for group in group_messages(await self.store.browse(queue))
+                (queue, group)
+                for group in group_messages(await self.store.browse(queue, summaries_only=True))
             )
         return result
 

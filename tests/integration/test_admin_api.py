@@ -116,6 +116,7 @@ async def test_list_groups_show_replay_discard(
     assert imported.json()["moved"] == 3
     exported = await admin.get("/v1/admin/quarantine/export", headers=AUTH)
     assert len(exported.text.splitlines()) == 3
+    assert "content-length" not in exported.headers, "streamed, not built in memory first"
 
 
 async def test_admin_answers_503_without_a_broker(tmp_path: Path) -> None:
