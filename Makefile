@@ -10,20 +10,26 @@ STAMP := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.run-stamp
 
 # The tests' tools (dev extra): mypy, playwright, schemathesis, ...
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP) $(RUN_STAMP)
 
 # What running the pipeline needs, and nothing more.
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	@touch $(RUN_STAMP)
 
 install: $(STAMP)
+
+## Pin what the dev environment resolved to (after changing pyproject.toml's dependencies).
+.PHONY: constraints
+constraints: install
+	@{ sed -n 1,2p constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -v -e '^hopline' -e '^setuptools=='; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 ## Run the pipeline: broker (yours via HOPLINE_AMQP_URL, or a private node), producer, consumer.
 run: $(RUN_STAMP)
