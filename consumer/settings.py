@@ -28,6 +28,19 @@ class ConsumerSettings(HoplineSettings):
         None, description="Serve only these priorities (default: all)."
     )
     shutdown_grace_s: float = Field(30.0, ge=0)
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics, /healthz and /readyz on this port (unset: no endpoint).",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Where the metrics endpoint listens.")
+    stuck_after_s: float = Field(
+        120.0,
+        gt=0,
+        description="/readyz fails when a queue has ready messages, a free handler slot, and "
+        "no delivery for this long.",
+    )
     # Outage protection (consumer/breaker.py): off unless a failure ratio is set.
     breaker_failure_ratio: float | None = Field(
         None,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aio_pika
@@ -89,8 +91,11 @@ class Settler:
         consumer_name: str,
         publish_timeout_s: float,
         acks: AckBatcher,
+        on_confirmed: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`on_confirmed(kind, seconds)` learns how long each confirmed copy took (metrics)."""
         self._acks = acks
+        self._on_confirmed = on_confirmed
         self._channel = channel
         self._names = names
         self._service = service
@@ -217,7 +222,11 @@ class Settler:
             if not await self.wait_until_publishable(delivery.channel):
                 raise _ChannelGone
             try:
+                started = time.monotonic()
                 await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
+                if self._on_confirmed is not None:
+                    kind = "retry" if exchange is self._retry else "quarantine"
+                    self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
                 self._log_refused(exchange, routing_key, exc)

@@ -52,6 +52,11 @@ class Subscription:
     def queue(self) -> str:
         return self._queue
 
+    @property
+    def consuming(self) -> bool:
+        """The broker has a consumer of ours on the queue now."""
+        return self._tag is not None
+
     async def start(self, prefetch: int | None = None) -> None:
         """Consume the queue (again), with `prefetch` unacked deliveries if given."""
         if prefetch is not None:

@@ -24,6 +24,7 @@ from common.envelope import decode_delivery, original_routing_key
 from common.errors import ConfigurationError, UndecodableMessageError
 from common.headers import read_attempt
 from common.logging import get_logger
+from common.names import format_delay
 from common.topology import Topology, service_topology
 from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
@@ -31,6 +32,7 @@ from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.isolation import SuspectGate, probation
+from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
@@ -41,6 +43,7 @@ from consumer.policy import (
     RetryPolicy,
     decide,
 )
+from consumer.probes import ProbeServer, probe_app
 from consumer.registry import HandlerSpec, Registry
 from consumer.scheduler import PrioritySlots
 from consumer.settings import ConsumerSettings
@@ -71,6 +74,10 @@ class Worker:
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
         self._slots = PrioritySlots(settings.concurrency)
         self._gate = SuspectGate()
+        self.metrics = ConsumerMetrics(self.service)
+        self._probes: ProbeServer | None = None
+        self._last_delivery_at: dict[str, float] = {}  # monotonic, per queue
+        self._in_flight = self.metrics.in_flight.labels(self.service)
         self._deadlines = Deadlines()
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
@@ -109,6 +116,7 @@ class Worker:
             )
             await declare_topology(connection, self._topology)
             connection.reconnect_callbacks.add(self._redeclare)
+            self._watch_connection(connection)
 
             publish_channel = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
@@ -120,6 +128,7 @@ class Worker:
                 consumer_name=self.consumer_name,
                 publish_timeout_s=settings.publish_timeout_s,
                 acks=self._acks,
+                on_confirmed=self._settle_observed,
             )
             await self._settler.open()
             self._acks.start()
@@ -131,6 +140,16 @@ class Worker:
         except BaseException:
             await self._close()
             raise
+        started = time.monotonic()
+        for subscription in self._subscriptions:
+            self._last_delivery_at.setdefault(subscription.queue, started)
+        if settings.metrics_port is not None:
+            self._probes = ProbeServer(
+                probe_app(self.metrics, self.readiness),
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+            )
+            await self._probes.start()
         self.ready.set()
         _log.info(
             "consumer.started",
@@ -176,6 +195,8 @@ class Worker:
 
         async def on_delivery(raw: DeliveredMessage) -> None:
             delivery = Delivery(raw, name, priority, rank)
+            self._last_delivery_at[name] = time.monotonic()
+            self.metrics.delivered(name, priority, delivery.redelivered, time.time())
             if delivery.redelivered:
                 await self._handle_alone(delivery)
             else:
@@ -184,6 +205,23 @@ class Worker:
         subscription = Subscription(channel, name, on_delivery, on_cancelled=self._redeclare)
         await subscription.start()
         self._subscriptions.append(subscription)
+        self.metrics.consuming.labels(self.service, name).set(1)
+
+    def _watch_connection(self, connection: AbstractRobustConnection) -> None:
+        metrics, service = self.metrics, self.service
+        connected = metrics.broker_connected.labels(service)
+        connected.set(1)
+        metrics.slots.labels(service).set(self.settings.concurrency)
+
+        def lost(*_args: object) -> None:
+            connected.set(0)
+
+        def back(*_args: object) -> None:
+            connected.set(1)
+            metrics.reconnects.labels(service).inc()
+
+        connection.close_callbacks.add(lost)
+        connection.reconnect_callbacks.add(back)
 
     async def _redeclare(self, *_args: object) -> None:
         if self._connection is not None and self._topology is not None:
@@ -250,6 +288,7 @@ class Worker:
                     delivery.type,
                     delivery.message_id,
                     outcome,
+                    UNKNOWN_TYPE,
                 )
                 return
             bind_contextvars(type=envelope.message_type)  # before the handler: its lines too
@@ -261,8 +300,16 @@ class Worker:
                     f"service {self.service!r} has no handler for type {envelope.message_type!r}",
                 )
                 policy = self._default_policy
+                type_label = UNKNOWN_TYPE
             else:
-                outcome = await run_handler(spec, envelope, self._deadlines)
+                type_label = spec.type_pattern
+                self._in_flight.inc()
+                started = time.monotonic()
+                try:
+                    outcome = await run_handler(spec, envelope, self._deadlines)
+                finally:
+                    self._in_flight.dec()
+                self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
                 delivery,
@@ -271,6 +318,7 @@ class Worker:
                 envelope.message_type,
                 envelope.message_id,
                 outcome,
+                type_label,
             )
         finally:
             reset_contextvars(**tokens)
@@ -295,17 +343,26 @@ class Worker:
         message_type: str | None,
         message_id: str | None,
         outcome: Outcome,
+        type_label: str,
     ) -> None:
         settler = self._settler
         assert settler is not None
         if self._breaker is not None:
             self._observe(outcome)
+        priority = delivery.queue_priority
         if isinstance(decision, Ack):
-            _log.info("message.handled", outcome=settler.ack(delivery).value)
+            settled = settler.ack(delivery)
+            self.metrics.settled(type_label, priority, settled.value, "")
+            _log.info("message.handled", outcome=settled.value)
             return
         context = self._context(delivery, attempt, message_type, message_id)
+        reason = _reason_class(outcome)
         if isinstance(decision, Retry):
             settled = await settler.retry(delivery, decision, context, outcome)
+            self.metrics.settled(type_label, priority, settled.value, reason)
+            if settled is Settled.RETRIED:
+                delay = format_delay(decision.delay_s)
+                self.metrics.retry_copies.labels(self.service, delay).inc()
             _log.warning(
                 "message.handled",
                 outcome=settled.value,
@@ -316,6 +373,7 @@ class Worker:
             )
         else:
             settled = await settler.quarantine(delivery, decision, context, outcome)
+            self.metrics.settled(type_label, priority, settled.value, reason)
             _log.log(
                 logging.WARNING if settled is Settled.LEFT else logging.ERROR,
                 "message.handled",
@@ -323,6 +381,45 @@ class Worker:
                 reason=decision.reason,
                 error_type=outcome.error_type,
             )
+
+    async def readiness(self) -> str | None:
+        """None when this worker does its job; else why not (its /readyz answer)."""
+        connection = self._connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return "not connected to RabbitMQ"
+        paused = self._breaker is not None and self._breaker.state is not BreakerState.CLOSED
+        if paused:
+            return None  # consuming nothing on purpose: the breaker waits out an outage
+        idle = [s.queue for s in self._subscriptions if not s.consuming]
+        if idle:
+            return f"not consuming {', '.join(idle)}"
+        if self._slots.busy >= self.settings.concurrency:
+            return None  # every handler busy: slow, not stuck
+        return await self._stuck(connection)
+
+    async def _stuck(self, connection: AbstractRobustConnection) -> str | None:
+        """A queue with ready messages that delivered nothing for `stuck_after_s`."""
+        limit_s = self.settings.stuck_after_s
+        now = time.monotonic()
+        quiet = [q for q, at in self._last_delivery_at.items() if now - at > limit_s]
+        if not quiet:
+            return None
+        async with connection.channel() as channel:
+            for queue in quiet:
+                try:
+                    declared = await channel.declare_queue(queue, passive=True)
+                except Exception as exc:  # gone, or the channel failed: not ready either way
+                    return f"cannot read {queue}: {type(exc).__name__}: {exc}"
+                ready = declared.declaration_result.message_count or 0
+                if ready:
+                    return (
+                        f"{queue} holds {ready} ready messages but delivered none for "
+                        f"{now - self._last_delivery_at[queue]:.0f} s"
+                    )
+        return None
+
+    def _settle_observed(self, kind: str, seconds: float) -> None:
+        self.metrics.settle.labels(self.service, kind).observe(seconds)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking deliveries, let handlers finish within the grace period, close."""
@@ -345,6 +442,7 @@ class Worker:
     async def _cancel_consumers(self) -> None:
         for subscription in self._subscriptions:
             await subscription.stop()
+            self.metrics.consuming.labels(self.service, subscription.queue).set(0)
 
     def _observe(self, outcome: Outcome) -> None:
         """Feed the outage breaker; pause or resume consuming when its state changes."""
@@ -353,6 +451,8 @@ class Worker:
             return  # a bad message says nothing about the dependency
         failed = outcome.kind is not OutcomeKind.SUCCESS
         changed = self._breaker.record(failed, time.monotonic())
+        if changed is not None:
+            self.metrics.breaker_open.labels(self.service).set(changed is BreakerState.OPEN)
         if changed is BreakerState.OPEN:
             self._pausing = asyncio.create_task(self._pause(), name="hopline-breaker")
         elif changed is BreakerState.CLOSED:
@@ -381,14 +481,23 @@ class Worker:
         await self._cancel_consumers()
         for subscription in self._subscriptions:
             await subscription.start(prefetch=prefetch)  # applies to the new consumer
+            self.metrics.consuming.labels(self.service, subscription.queue).set(1)
 
     async def _close(self) -> None:
+        if self._probes is not None:
+            await self._probes.stop()
+            self._probes = None
         await self._acks.close()
         await self._deadlines.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
+
+
+def _reason_class(outcome: Outcome) -> str:
+    """A failure's class for a metric label: the outcome kind (bounded), never its text."""
+    return outcome.kind.value
 
 
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).
