@@ -16,6 +16,7 @@ from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from producer.auth import ApiKey
 from producer.gate import AUTHENTICATED_KEY
+from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.schemas import (
     BatchIn,
@@ -72,6 +73,7 @@ class Ingest:
     settings: ProducerSettings
     publisher: Publisher
     key: ApiKey | None
+    metrics: ProducerMetrics
 
 
 class UnsupportedMediaType(Exception):
@@ -97,7 +99,7 @@ def _require_json(request: Request) -> None:
 async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_key)]) -> Ingest:
     _require_json(request)
     state = app_state(request)
-    return Ingest(state.settings, state.publisher, key)
+    return Ingest(state.settings, state.publisher, key, state.metrics)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in its thread pool.
@@ -224,6 +226,7 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
         key.spend(len(batch.messages))
     if not publisher.ready:
         raise ServiceUnavailable("RabbitMQ is not reachable right now")
+    ingest.metrics.batch.observe(len(batch.messages))
     envelopes = [_envelope(message, settings) for message in batch.messages]
     outcomes = await asyncio.gather(
         *(

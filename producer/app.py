@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
 from common.logging import get_logger
@@ -16,6 +17,12 @@ from producer.auth import KeyRing
 from producer.errors import add_error_responses
 from producer.gate import AuthenticateFirst
 from producer.limits import BodySizeLimit
+from producer.metrics import (
+    CONTENT_TYPE_LATEST,
+    MeasuredPublisher,
+    ProducerMetrics,
+    RequestCounter,
+)
 from producer.publisher import BrokerPublisher, NoPublisher, Publisher
 from producer.schemas import document_priorities
 from producer.settings import ProducerSettings
@@ -62,8 +69,14 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
 
     app.openapi = openapi  # type: ignore[method-assign]
     keyring = KeyRing(settings.api_keys)
-    AppState(settings, chosen, keyring).attach(app)
+    metrics = ProducerMetrics()
+    AppState(settings, MeasuredPublisher(chosen, metrics), keyring, metrics).attach(app)
     app.include_router(probes)
+
+    async def metrics_page() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", metrics_page, include_in_schema=False)
     if ingestion:
         app.include_router(router)
     if admin:
@@ -73,6 +86,7 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     # Added last, so it runs first: no body is read for a caller without a valid key.
     app.add_middleware(AuthenticateFirst, keyring=keyring)
+    app.add_middleware(RequestCounter, metrics=metrics)  # outermost: counts every answer
 
     add_error_responses(app, retry_after_s=settings.retry_after_s)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 
 from producer.auth import KeyRing
+from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 
@@ -18,6 +19,7 @@ class AppState:
     settings: ProducerSettings
     publisher: Publisher
     keyring: KeyRing
+    metrics: ProducerMetrics
 
     def attach(self, app: FastAPI) -> None:
         app.state.hopline = self

@@ -10,6 +10,7 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from producer.app import create_app
@@ -296,3 +297,29 @@ async def test_the_api_docs_work_offline(client: httpx.AsyncClient) -> None:
         response = await client.get(asset)
         assert response.status_code == 200, asset
         assert len(response.content) > 10_000
+
+
+async def test_metrics_count_requests_confirms_batches_and_503_causes(
+    client: httpx.AsyncClient, publisher: SelectivelyFailingPublisher
+) -> None:
+    # Given one accepted message, and a batch of 3 where one is not confirmed
+    publisher.failures = {"m-1": PublishNotConfirmedError("no confirm in time")}
+    assert (
+        await client.post("/v1/messages", json={"type": "a.b", "payload": 1})
+    ).status_code == 202
+    batch = [{"type": "a.b", "payload": n, "message_id": f"m-{n}"} for n in range(3)]
+    assert (await client.post("/v1/messages/batch", json={"messages": batch})).status_code == 202
+    # When Prometheus scrapes the producer
+    text = (await client.get("/metrics")).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    # Then it counts exactly that, with bounded labels
+    requests = "hopline_producer_requests_total"
+    assert samples[(requests, (("route", "/v1/messages"), ("status", "202")))] == 1
+    assert samples[(requests, (("route", "/v1/messages/batch"), ("status", "202")))] == 1
+    assert samples[("hopline_producer_publish_seconds_count", ())] == 3
+    assert samples[("hopline_producer_unavailable_total", (("cause", "not_confirmed"),))] == 1
+    assert samples[("hopline_producer_batch_messages_sum", ())] == 3
