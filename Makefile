@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test check lint typecheck browser unit integration e2e clean
+.PHONY: install run test check lint typecheck browser monitoring unit integration e2e clean
 
 RUN_STAMP := $(VENV)/.run-stamp
 
@@ -48,8 +48,14 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "make: no chromium and not root: the admin page's browser test will be skipped"
 
+## Prometheus and promtool for the monitoring tests (Debian's package, installed once as root).
+monitoring:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	  || echo "make: no prometheus and not root: the monitoring tests will be skipped"
+
 ## Lint, type-check and run every test tier against a real RabbitMQ.
-test: lint typecheck browser
+test: lint typecheck browser monitoring
 	$(BIN)/pytest
 
 check: test

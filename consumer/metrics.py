@@ -14,6 +14,8 @@ Queue depths and message ages are RabbitMQ's own (`rabbitmq_prometheus`), not co
     hopline_consumer_breaker_open{service}                                  outage breaker
     hopline_consumer_consuming{service,queue}                               1 while subscribed
     hopline_consumer_last_delivery_timestamp_seconds{service,queue}         for "stuck" checks
+    hopline_consumer_delivery_age_seconds{service,queue}                    the last delivered
+                                                                            message's age
 """
 
 from __future__ import annotations
@@ -105,7 +107,15 @@ class ConsumerMetrics:
             ["service", "queue"],
             registry=r,
         )
+        self.delivery_age = Gauge(
+            "hopline_consumer_delivery_age_seconds",
+            "Age of the message the queue delivered last (now minus its timestamp): how long "
+            "messages wait before a handler takes them.",
+            ["service", "queue"],
+            registry=r,
+        )
         self._last_delivery: dict[tuple[str, str], Gauge] = {}
+        self._ages: dict[str, Gauge] = {}
         self._durations: dict[str, Histogram] = {}
         self._settled: dict[tuple[str, str, str, str], Counter] = {}
         self.slots.labels(service).set(0)
@@ -115,12 +125,24 @@ class ConsumerMetrics:
 
     # -- recording (label children cached: these run once per message) --------------------
 
-    def delivered(self, queue: str, priority: str, redelivered: bool, now_s: float) -> None:
+    def delivered(
+        self,
+        queue: str,
+        priority: str,
+        redelivered: bool,
+        now_s: float,
+        published_s: float | None,
+    ) -> None:
         key = (queue, priority)
         child = self._last_delivery.get(key)
         if child is None:
             child = self._last_delivery[key] = self.last_delivery.labels(self.service, queue)
         child.set(now_s)
+        if published_s is not None:
+            age = self._ages.get(queue)
+            if age is None:
+                age = self._ages[queue] = self.delivery_age.labels(self.service, queue)
+            age.set(max(0.0, now_s - published_s))
         if redelivered:
             self.redeliveries.labels(self.service, priority).inc()
 

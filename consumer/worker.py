@@ -196,7 +196,14 @@ class Worker:
         async def on_delivery(raw: DeliveredMessage) -> None:
             delivery = Delivery(raw, name, priority, rank)
             self._last_delivery_at[name] = time.monotonic()
-            self.metrics.delivered(name, priority, delivery.redelivered, time.time())
+            sent_at = delivery.timestamp  # second resolution: good enough for waits of seconds
+            self.metrics.delivered(
+                name,
+                priority,
+                delivery.redelivered,
+                time.time(),
+                sent_at.timestamp() if sent_at is not None else None,
+            )
             if delivery.redelivered:
                 await self._handle_alone(delivery)
             else:

@@ -52,6 +52,8 @@ class ProducerMetrics:
             ["cause"],
             registry=r,
         )
+        for cause in ("broker_unavailable", "not_confirmed"):
+            self.unavailable.labels(cause)  # present at 0 from the start: alerts can use rate()
         self.batch = Histogram(
             "hopline_producer_batch_messages",
             "Messages per batch request.",

@@ -77,6 +77,9 @@ class LocalBroker:
     management_port: int
     dist_port: int
     base_dir: Path
+    # RabbitMQ's own Prometheus endpoint (queue depths and ages); 0: not enabled (a node
+    # started by an older layout)
+    prometheus_port: int = 0
 
     @property
     def amqp_url(self) -> str:
@@ -85,6 +88,10 @@ class LocalBroker:
     @property
     def management_url(self) -> str:
         return f"http://{_HOST}:{self.management_port}"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return f"http://{_HOST}:{self.prometheus_port}/metrics" if self.prometheus_port else None
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """Run `rabbitmqctl -n <node> ARGS`; return stdout, raise with stderr on failure."""
@@ -152,10 +159,11 @@ def start_local_broker(
         management_port=management_port or free_port(),
         dist_port=free_port(),
         base_dir=base_dir.resolve(),
+        prometheus_port=free_port(),
     )
-    ports = {broker.amqp_port, broker.management_port, broker.dist_port}
-    if len(ports) != 3:
-        raise LocalBrokerError(f"AMQP, management and distribution ports must differ: {broker}")
+    ports = {broker.amqp_port, broker.management_port, broker.dist_port, broker.prometheus_port}
+    if len(ports) != 4:
+        raise LocalBrokerError(f"AMQP, management, metrics, distribution ports differ: {broker}")
     _refuse_taken_name_or_ports(broker, grace_s=0)
     _prepare_base_dir(broker, extra_config)
     _launch_and_wait(broker, timeout_s)
@@ -210,7 +218,9 @@ def kill_local_broker(broker: LocalBroker) -> None:
 # --- files -------------------------------------------------------------------------------
 
 
-def _render_config(amqp_port: int, management_port: int, extra_config: str = "") -> str:
+def _render_config(
+    amqp_port: int, management_port: int, extra_config: str = "", prometheus_port: int = 0
+) -> str:
     """rabbitmq.conf for a private node: loopback listeners only, guest allowed over TCP."""
     lines = [
         "# Written by deploy.local.broker: a private node for development and tests.",
@@ -219,6 +229,8 @@ def _render_config(amqp_port: int, management_port: int, extra_config: str = "")
         f"management.tcp.ip = {_HOST}",
         "loopback_users = none",
     ]
+    if prometheus_port:
+        lines += [f"prometheus.tcp.port = {prometheus_port}", f"prometheus.tcp.ip = {_HOST}"]
     if extra_config.strip():
         lines += ["", "# extra_config", extra_config.strip()]
     return "\n".join(lines) + "\n"
@@ -284,9 +296,11 @@ def _prepare_base_dir(broker: LocalBroker, extra_config: str) -> None:
     for sub in (base, base / "mnesia", base / "log"):
         sub.mkdir(parents=True, exist_ok=True)
     _config_file(broker).write_text(
-        _render_config(broker.amqp_port, broker.management_port, extra_config)
+        _render_config(
+            broker.amqp_port, broker.management_port, extra_config, broker.prometheus_port
+        )
     )
-    (base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    (base / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_prometheus].\n")
     (base / "rabbitmq-env.conf").write_text(_render_env_file())
     account = _service_account()
     if account is not None:
