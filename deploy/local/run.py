@@ -251,6 +251,7 @@ def main() -> None:
     env.setdefault("HOPLINE_LOG_FORMAT", "console")
     env.setdefault("HOPLINE_HANDLERS", "consumer.examples:registry")
     env.setdefault("HOPLINE_INGESTION_OPEN", "true")  # a local demo: keys are for deployments
+    env.setdefault("HOPLINE_METRICS_PORT", str(_port_or_free(9100)))
     where = f"producer :{PRODUCER_PORT}, pid {os.getpid()}"
     if broker is not None:
         pids = ",".join(str(pid) for pid in node_pids(broker)) or "?"
@@ -281,6 +282,13 @@ def main() -> None:
             f"admin page:    http://127.0.0.1:{PRODUCER_PORT}/admin#token="
             f"{env['HOPLINE_ADMIN_TOKEN']}  (the token is also in {_shown(env_file)})"
         )
+        metrics = [
+            f"producer http://127.0.0.1:{PRODUCER_PORT}/metrics",
+            f"consumer http://127.0.0.1:{env['HOPLINE_METRICS_PORT']}/metrics (+ /readyz)",
+        ]
+        if broker is not None and broker.prometheus_url:
+            metrics.append(f"broker {broker.prometheus_url}")
+        say(f"metrics:       {', '.join(metrics)}")
         say(f"CLI:           in another terminal: source {_shown(env_file)}")
         say("               then e.g.: hopline quarantine groups")
         example = '{"type":"orders.created","payload":{"order_id":"A-1","amount_cents":100}}'
