@@ -11,6 +11,7 @@ import orjson
 import structlog
 
 from common.redact import redact_event
+from common.tracing import current_trace_ids, tracing_enabled
 
 __all__ = ["configure_logging", "dumps_json_line", "get_logger"]
 
@@ -26,6 +27,15 @@ def dumps_json_line(event: Any, **kwargs: Any) -> bytes:
         return orjson.dumps(event, default=kwargs.get("default"))
     except orjson.JSONEncodeError:
         return json.dumps(event, default=kwargs.get("default", repr)).encode()
+
+
+def add_trace_ids(_logger: Any, _method: str, event: Any) -> Any:
+    """The current span's ids on every line written inside it (when tracing is on)."""
+    if tracing_enabled():
+        ids = current_trace_ids()
+        if ids is not None:
+            event["trace_id"], event["span_id"] = ids
+    return event
 
 
 def configure_logging(
@@ -48,6 +58,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_event,  # after formatting: a traceback's text is masked too
+            add_trace_ids,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

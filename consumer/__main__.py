@@ -15,6 +15,7 @@ from common.entrypoint import parse_service_arguments
 from common.errors import ConfigurationError, HoplineError
 from common.logging import configure_logging, get_logger
 from common.settings import load_settings
+from common.tracing import configure_tracing
 from consumer.loader import load_registry
 from consumer.settings import ConsumerSettings
 from consumer.worker import Worker
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(ConsumerSettings)
         configure_logging(settings.log_level, settings.log_format)
+        configure_tracing("hopline-consumer")
         _run(serve(settings))
     except HoplineError as exc:
         print(f"hopline-consumer: error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from common.headers import read_attempt
 from common.logging import get_logger
 from common.names import format_delay
 from common.topology import Topology, service_topology
+from common.tracing import process_span
 from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
@@ -313,7 +314,10 @@ class Worker:
                 self._in_flight.inc()
                 started = time.monotonic()
                 try:
-                    outcome = await run_handler(spec, envelope, self._deadlines)
+                    with process_span(
+                        delivery.queue, delivery.headers, envelope.message_id, attempt
+                    ):
+                        outcome = await run_handler(spec, envelope, self._deadlines)
                 finally:
                     self._in_flight.dec()
                 self.metrics.handler_ran(type_label, time.monotonic() - started)

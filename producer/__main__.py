@@ -11,6 +11,7 @@ from common.entrypoint import parse_service_arguments
 from common.errors import HoplineError
 from common.logging import configure_logging
 from common.settings import load_settings
+from common.tracing import configure_tracing
 from producer.app import create_app
 from producer.http_limits import guarded_protocol
 from producer.settings import ProducerSettings
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         raise SystemExit(2)
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("hopline-producer")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

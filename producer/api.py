@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
+from common.tracing import TRACE_HEADERS, publish_span
 from producer.auth import ApiKey
 from producer.gate import AUTHENTICATED_KEY
 from producer.metrics import ProducerMetrics
@@ -74,6 +75,7 @@ class Ingest:
     publisher: Publisher
     key: ApiKey | None
     metrics: ProducerMetrics
+    trace_headers: dict[str, str]  # the request's W3C trace context, continued by the publish
 
 
 class UnsupportedMediaType(Exception):
@@ -99,7 +101,10 @@ def _require_json(request: Request) -> None:
 async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_key)]) -> Ingest:
     _require_json(request)
     state = app_state(request)
-    return Ingest(state.settings, state.publisher, key, state.metrics)
+    trace_headers = {
+        name: request.headers[name] for name in TRACE_HEADERS if name in request.headers
+    }
+    return Ingest(state.settings, state.publisher, key, state.metrics, trace_headers)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in its thread pool.
@@ -168,11 +173,18 @@ def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
     )
 
 
-async def _publish(
-    message: MessageIn, body: bytes, settings: ProducerSettings, publisher: Publisher
-) -> MessageAccepted:
-    envelope = _envelope(message, settings)
-    await publisher.publish(to_message(envelope, body), envelope.routing_key)
+async def _publish_traced(envelope: Envelope, body: bytes, ingest: Ingest) -> None:
+    """Publish one message in a PRODUCER span that continues the request's trace."""
+    exchange = ingest.settings.names.ingress
+    with publish_span(exchange, envelope.routing_key, ingest.trace_headers) as inject:
+        message = to_message(envelope, body)
+        inject(message.headers)
+        await ingest.publisher.publish(message, envelope.routing_key)
+
+
+async def _publish(message: MessageIn, body: bytes, ingest: Ingest) -> MessageAccepted:
+    envelope = _envelope(message, ingest.settings)
+    await _publish_traced(envelope, body, ingest)
     return MessageAccepted(message_id=envelope.message_id, routing_key=envelope.routing_key)
 
 
@@ -183,13 +195,13 @@ async def _publish(
     summary="Publish one message; 202 only after the broker confirmed it",
 )
 async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted:
-    settings, publisher, key = ingest.settings, ingest.publisher, ingest.key
+    settings, key = ingest.settings, ingest.key
     body = _check(message, settings, ("body",))
     if key is not None:
         key.check_message(message.type, message.priority)
         key.spend(1)
     try:
-        accepted = await _publish(message, body, settings, publisher)
+        accepted = await _publish(message, body, ingest)
     except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
         raise ServiceUnavailable(str(exc)) from exc
     _log.info("message.accepted", message_id=accepted.message_id, routing_key=accepted.routing_key)
@@ -230,7 +242,7 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
     envelopes = [_envelope(message, settings) for message in batch.messages]
     outcomes = await asyncio.gather(
         *(
-            publisher.publish(to_message(envelope, body), envelope.routing_key)
+            _publish_traced(envelope, body, ingest)
             for envelope, body in zip(envelopes, bodies, strict=True)
         ),
         return_exceptions=True,
