@@ -20,6 +20,8 @@ Queue depths and message ages are RabbitMQ's own (`rabbitmq_prometheus`), not co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["UNKNOWN_TYPE", "ConsumerMetrics"]
@@ -114,37 +116,36 @@ class ConsumerMetrics:
             ["service", "queue"],
             registry=r,
         )
-        self._last_delivery: dict[tuple[str, str], Gauge] = {}
-        self._ages: dict[str, Gauge] = {}
+        self._delivered_at: dict[str, float] = {}  # queue -> Unix time of its last delivery
+        self._waited_s: dict[str, float] = {}  # queue -> how long that message had waited
         self._durations: dict[str, Histogram] = {}
         self._settled: dict[tuple[str, str, str, str], Counter] = {}
         self.slots.labels(service).set(0)
-        self.in_flight.labels(service).set(0)
         self.broker_connected.labels(service).set(0)
         self.breaker_open.labels(service).set(0)
 
     # -- recording (label children cached: these run once per message) --------------------
 
-    def delivered(
-        self,
-        queue: str,
-        priority: str,
-        redelivered: bool,
-        now_s: float,
-        published_s: float | None,
-    ) -> None:
-        key = (queue, priority)
-        child = self._last_delivery.get(key)
-        if child is None:
-            child = self._last_delivery[key] = self.last_delivery.labels(self.service, queue)
-        child.set(now_s)
-        if published_s is not None:
-            age = self._ages.get(queue)
-            if age is None:
-                age = self._ages[queue] = self.delivery_age.labels(self.service, queue)
-            age.set(max(0.0, now_s - published_s))
-        if redelivered:
-            self.redeliveries.labels(self.service, priority).inc()
+    def delivered(self, queue: str, now_s: float, sent_at_s: float | None) -> None:
+        """Two dict stores per message; the gauges read them when Prometheus scrapes."""
+        if queue not in self._delivered_at:
+            self._expose_queue(queue)
+        self._delivered_at[queue] = now_s
+        if sent_at_s is not None:
+            self._waited_s[queue] = max(0.0, now_s - sent_at_s)
+
+    def _expose_queue(self, queue: str) -> None:
+        self._delivered_at[queue] = 0.0
+        self.last_delivery.labels(self.service, queue).set_function(
+            lambda: self._delivered_at[queue]
+        )
+        self.delivery_age.labels(self.service, queue).set_function(
+            lambda: self._waited_s.get(queue, 0.0)
+        )
+
+    def count_busy_slots(self, busy: Callable[[], float]) -> None:
+        """Handlers in flight, read from the scheduler when scraped (no per-message cost)."""
+        self.in_flight.labels(self.service).set_function(busy)
 
     def handler_ran(self, type_label: str, seconds: float) -> None:
         child = self._durations.get(type_label)

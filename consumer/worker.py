@@ -78,7 +78,7 @@ class Worker:
         self.metrics = ConsumerMetrics(self.service)
         self._probes: ProbeServer | None = None
         self._last_delivery_at: dict[str, float] = {}  # monotonic, per queue
-        self._in_flight = self.metrics.in_flight.labels(self.service)
+        self.metrics.count_busy_slots(lambda: self._slots.busy)
         self._deadlines = Deadlines()
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
@@ -199,13 +199,10 @@ class Worker:
             self._last_delivery_at[name] = time.monotonic()
             sent_at = delivery.timestamp  # second resolution: good enough for waits of seconds
             self.metrics.delivered(
-                name,
-                priority,
-                delivery.redelivered,
-                time.time(),
-                sent_at.timestamp() if sent_at is not None else None,
+                name, time.time(), sent_at.timestamp() if sent_at is not None else None
             )
             if delivery.redelivered:
+                self.metrics.redeliveries.labels(self.service, priority).inc()
                 await self._handle_alone(delivery)
             else:
                 await self._handle(delivery)
@@ -311,15 +308,9 @@ class Worker:
                 type_label = UNKNOWN_TYPE
             else:
                 type_label = spec.type_pattern
-                self._in_flight.inc()
                 started = time.monotonic()
-                try:
-                    with process_span(
-                        delivery.queue, delivery.headers, envelope.message_id, attempt
-                    ):
-                        outcome = await run_handler(spec, envelope, self._deadlines)
-                finally:
-                    self._in_flight.dec()
+                with process_span(delivery.queue, delivery.headers, envelope.message_id, attempt):
+                    outcome = await run_handler(spec, envelope, self._deadlines)
                 self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
