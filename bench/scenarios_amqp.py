@@ -55,6 +55,22 @@ async def drain(ctx: Context) -> None:
                 log_level=log_level,
                 **common,
             )
+        # Tracing on (a tracer provider recording every span, exporting nowhere) against the
+        # same run without it: what `hopline[otel]` costs a consumer.
+        publish_rates.append((await ctx.fill(url, n // 2))["rate"])
+        runs["traced"] = await ctx.run_party(
+            "hopline_consumer",
+            "hopline consumer drain (log level warning, tracing on)",
+            n // 2,
+            amqp_url=url,
+            mode="drain",
+            count=n // 2,
+            concurrency=cfg.concurrency,
+            loop="uvloop",
+            log_level="warning",
+            tracing=True,
+            **common,
+        )
         result = runs["info"]
         left = await ctx.depth(url, queue)
     ctx.shared["publish_rate"] = max(publish_rates)
@@ -90,6 +106,16 @@ async def drain(ctx: Context) -> None:
             references["asyncio"],
             "raw aio-pika consume+ack",
             1.0,
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same at warning, with OpenTelemetry tracing on (a span per handler run)",
+            runs["traced"]["rate"],
+            "msg/s",
+            runs["warning"]["rate"],
+            "same without tracing",
         )
     )
     ctx.add(

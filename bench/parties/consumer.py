@@ -32,6 +32,21 @@ __all__ = ["run"]
 _PROBE_TYPE = "bench.probe"
 
 
+def _trace_everything() -> None:
+    """A tracer provider that records every span and exports it nowhere: tracing's own cost."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class _Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_Nowhere()))
+    trace.set_tracer_provider(provider)
+
+
 async def run(args: dict[str, Any]) -> dict[str, Any]:
     mode: str = args["mode"]
     count: int = args["count"]
@@ -42,6 +57,8 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     )
     # As deployed: the default level (info), JSON lines on stderr (the party's log file).
     configure_logging(settings.log_level, settings.log_format)
+    if args.get("tracing"):
+        _trace_everything()
     registry = Registry(SERVICE)
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
