@@ -9,9 +9,9 @@ found travels in the ASGI scope to the route, which checks types, priorities and
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from producer.asgi_answers import send_refusal
 from producer.auth import KeyRing, Unauthenticated
 
 __all__ = ["AUTHENTICATED_KEY", "AuthenticateFirst"]
@@ -41,23 +41,6 @@ class AuthenticateFirst:
                 authorization.decode("latin-1") if authorization is not None else None
             )
         except Unauthenticated as exc:
-            await _refuse(send, str(exc))
+            await send_refusal(send, 401, str(exc), ((b"www-authenticate", b"Bearer"),))
             return
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, detail: str) -> None:
-    body = orjson.dumps({"detail": detail})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
-                (b"connection", b"close"),  # the body is never read: do not reuse
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producer.asgi_answers import send_refusal
 
 __all__ = ["BodySizeLimit"]
 
@@ -40,16 +41,4 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps({"detail": self.detail})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_refusal(send, 413, self.detail)
