@@ -11,7 +11,7 @@ import orjson
 import structlog
 
 from common.redact import redact_event
-from common.tracing import current_trace_ids, tracing_enabled
+from common.tracing import current_trace_ids
 
 __all__ = ["configure_logging", "dumps_json_line", "get_logger"]
 
@@ -31,10 +31,9 @@ def dumps_json_line(event: Any, **kwargs: Any) -> bytes:
 
 def add_trace_ids(_logger: Any, _method: str, event: Any) -> Any:
     """The current span's ids on every line written inside it (when tracing is on)."""
-    if tracing_enabled():
-        ids = current_trace_ids()
-        if ids is not None:
-            event["trace_id"], event["span_id"] = ids
+    ids = current_trace_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
     return event
 
 
