@@ -76,25 +76,14 @@ class Registry:
         arrives validated as that pydantic model. `timeout` is in seconds.
         """
         _check_pattern(message_type)
-        if max_attempts < 1:
-            raise ConfigurationError(f"{message_type}: max_attempts must be at least 1")
-        if timeout <= 0:
-            raise ConfigurationError(f"{message_type}: timeout must be positive")
+        _check_limits(message_type, max_attempts, timeout)
 
         def register(func: _F) -> _F:
             if message_type in self._exact or any(
                 spec.type_pattern == message_type for spec in self._patterns
             ):
                 raise ConfigurationError(f"{message_type!r} already has a handler")
-            spec = HandlerSpec(
-                type_pattern=message_type,
-                func=_as_coroutine(func),
-                max_attempts=max_attempts,
-                timeout_s=float(timeout),
-                model=model,
-                retry_delays_s=retry_delays_s,
-                wants_envelope=_positional_count(func) >= 2,
-            )
+            spec = _spec(message_type, func, max_attempts, timeout, model, retry_delays_s)
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
                 # Specific patterns first; the catch-all `#` only when nothing else matches.
@@ -116,23 +105,12 @@ class Registry:
         type matches (a replayed or re-typed message, a foreign publisher's `type` property
         that differs from its routing key). It adds no binding: the service still receives
         only the types its other handlers are bound to."""
-        if max_attempts < 1:
-            raise ConfigurationError("fallback: max_attempts must be at least 1")
-        if timeout <= 0:
-            raise ConfigurationError("fallback: timeout must be positive")
+        _check_limits("fallback", max_attempts, timeout)
 
         def register(func: _F) -> _F:
             if self._fallback is not None:
                 raise ConfigurationError(f"service {self.service!r} already has a fallback")
-            self._fallback = HandlerSpec(
-                type_pattern=FALLBACK,
-                func=_as_coroutine(func),
-                max_attempts=max_attempts,
-                timeout_s=float(timeout),
-                model=None,
-                retry_delays_s=retry_delays_s,
-                wants_envelope=_positional_count(func) >= 2,
-            )
+            self._fallback = _spec(FALLBACK, func, max_attempts, timeout, None, retry_delays_s)
             return func
 
         return register
@@ -155,6 +133,32 @@ class Registry:
     def specs(self) -> tuple[HandlerSpec, ...]:
         fallback = (self._fallback,) if self._fallback is not None else ()
         return (*self._exact.values(), *self._patterns, *fallback)
+
+
+def _check_limits(name: str, max_attempts: int, timeout: float) -> None:
+    if max_attempts < 1:
+        raise ConfigurationError(f"{name}: max_attempts must be at least 1")
+    if timeout <= 0:
+        raise ConfigurationError(f"{name}: timeout must be positive")
+
+
+def _spec(
+    type_pattern: str,
+    func: Callable[..., Any],
+    max_attempts: int,
+    timeout: float,
+    model: type[BaseModel] | None,
+    retry_delays_s: tuple[float, ...] | None,
+) -> HandlerSpec:
+    return HandlerSpec(
+        type_pattern=type_pattern,
+        func=_as_coroutine(func),
+        max_attempts=max_attempts,
+        timeout_s=float(timeout),
+        model=model,
+        retry_delays_s=retry_delays_s,
+        wants_envelope=_positional_count(func) >= 2,
+    )
 
 
 def _specificity(spec: HandlerSpec) -> tuple[bool, int, int]:
