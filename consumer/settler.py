@@ -140,6 +140,11 @@ class Settler:
         )
         return Settled.LEFT
 
+    def _acked_as(self, delivery: Delivery, settled: Settled) -> Settled:
+        """`settled` once the copy is safe and the delivery marked for ack (LEFT if its
+        channel is gone)."""
+        return settled if self.ack(delivery) is Settled.ACKED else Settled.LEFT
+
     async def retry(
         self,
         delivery: Delivery,
@@ -169,11 +174,8 @@ class Settler:
                 f"retry_not_confirmed: the copy for retry tier {tier} was not confirmed "
                 f"({refused}); replay it once that tier takes messages again"
             )
-            settled = await self.quarantine(delivery, instead, context, outcome)
-            return settled
-        if self.ack(delivery) is Settled.LEFT:
-            return Settled.LEFT
-        return Settled.RETRIED
+            return await self.quarantine(delivery, instead, context, outcome)
+        return self._acked_as(delivery, Settled.RETRIED)
 
     async def quarantine(
         self,
@@ -205,9 +207,7 @@ class Settler:
                 self._acks.settled(delivery.channel, delivery.delivery_tag)
                 return Settled.REJECTED
             return Settled.LEFT
-        if self.ack(delivery) is Settled.LEFT:
-            return Settled.LEFT
-        return Settled.QUARANTINED
+        return self._acked_as(delivery, Settled.QUARANTINED)
 
     async def _publish(
         self,
