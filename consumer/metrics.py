@@ -143,6 +143,10 @@ class ConsumerMetrics:
             lambda: self._waited_s.get(queue, 0.0)
         )
 
+    def last_delivered_at(self, queue: str) -> float | None:
+        """Unix time of the queue's last delivery to this process (None: none yet)."""
+        return self._delivered_at.get(queue) or None
+
     def count_busy_slots(self, busy: Callable[[], float]) -> None:
         """Handlers in flight, read from the scheduler when scraped (no per-message cost)."""
         self.in_flight.labels(self.service).set_function(busy)

@@ -80,7 +80,7 @@ class Worker:
         # Decided once, at start: a span per handler run only when a tracer provider is set
         # (checking it per message cost about a sixth of a no-op drain).
         self._tracing = False
-        self._last_delivery_at: dict[str, float] = {}  # monotonic, per queue
+        self._consuming_since = 0.0  # Unix time: "no delivery yet" counts from here
         self.metrics.count_busy_slots(lambda: self._slots.busy)
         self._deadlines = Deadlines()
         self._connection: AbstractRobustConnection | None = None
@@ -145,9 +145,7 @@ class Worker:
         except BaseException:
             await self._close()
             raise
-        started = time.monotonic()
-        for subscription in self._subscriptions:
-            self._last_delivery_at.setdefault(subscription.queue, started)
+        self._consuming_since = time.time()
         if settings.metrics_port is not None:
             self._probes = ProbeServer(
                 probe_app(self.metrics, self.readiness),
@@ -200,7 +198,6 @@ class Worker:
 
         async def on_delivery(raw: DeliveredMessage) -> None:
             delivery = Delivery(raw, name, priority, rank)
-            self._last_delivery_at[name] = time.monotonic()
             sent_at = delivery.timestamp  # second resolution: good enough for waits of seconds
             self.metrics.delivered(
                 name, time.time(), sent_at.timestamp() if sent_at is not None else None
@@ -412,8 +409,12 @@ class Worker:
     async def _stuck(self, connection: AbstractRobustConnection) -> str | None:
         """A queue with ready messages that delivered nothing for `stuck_after_s`."""
         limit_s = self.settings.stuck_after_s
-        now = time.monotonic()
-        quiet = [q for q, at in self._last_delivery_at.items() if now - at > limit_s]
+        now = time.time()  # the metrics' clock: each delivery is timed once, there
+        since = {
+            s.queue: self.metrics.last_delivered_at(s.queue) or self._consuming_since
+            for s in self._subscriptions
+        }
+        quiet = [queue for queue, at in since.items() if now - at > limit_s]
         if not quiet:
             return None
         async with connection.channel() as channel:
@@ -426,7 +427,7 @@ class Worker:
                 if ready:
                     return (
                         f"{queue} holds {ready} ready messages but delivered none for "
-                        f"{now - self._last_delivery_at[queue]:.0f} s"
+                        f"{now - since[queue]:.0f} s"
                     )
         return None
 
