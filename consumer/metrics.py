@@ -121,7 +121,6 @@ class ConsumerMetrics:
         self._durations: dict[str, Histogram] = {}
         self._settled: dict[tuple[str, str, str, str], Counter] = {}
         self.slots.labels(service).set(0)
-        self.broker_connected.labels(service).set(0)
         self.breaker_open.labels(service).set(0)
 
     # -- recording (label children cached: these run once per message) --------------------

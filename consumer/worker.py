@@ -215,18 +215,15 @@ class Worker:
 
     def _watch_connection(self, connection: AbstractRobustConnection) -> None:
         metrics, service = self.metrics, self.service
-        connected = metrics.broker_connected.labels(service)
-        connected.set(1)
+        # Read when scraped: the connection's own state, no callback to keep in step with it.
+        metrics.broker_connected.labels(service).set_function(
+            lambda: float(connection.connected.is_set() and not connection.is_closed)
+        )
         metrics.slots.labels(service).set(self.settings.concurrency)
 
-        def lost(*_args: object) -> None:
-            connected.set(0)
-
         def back(*_args: object) -> None:
-            connected.set(1)
             metrics.reconnects.labels(service).inc()
 
-        connection.close_callbacks.add(lost)
         connection.reconnect_callbacks.add(back)
 
     async def _redeclare(self, *_args: object) -> None:
@@ -365,7 +362,7 @@ class Worker:
             _log.info("message.handled", outcome=settled.value)
             return
         context = self._context(delivery, attempt, message_type, message_id)
-        reason = _reason_class(outcome)
+        reason = outcome.kind.value  # a bounded class for the metric label, never the text
         if isinstance(decision, Retry):
             settled = await settler.retry(delivery, decision, context, outcome)
             self.metrics.settled(type_label, priority, settled.value, reason)
@@ -506,11 +503,6 @@ class Worker:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
-
-
-def _reason_class(outcome: Outcome) -> str:
-    """A failure's class for a metric label: the outcome kind (bounded), never its text."""
-    return outcome.kind.value
 
 
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).
