@@ -77,33 +77,34 @@ class Operator:
     async def find(self, message_id: str, services: Iterable[str]) -> tuple[str, FailedMessage]:
         """The message with this id, or the only one whose id starts with it."""
         queues = await self.quarantine_queues(services)
-        found = await self._by_id_or_prefix(message_id, queues)
-        if len(found) > 1 and not any(message.id == message_id for _, message in found):
-            raise AmbiguousIdError(
-                f"{message_id!r} starts {len(found)} message ids: give more of the id"
-            )
-        for queue, message in found:
-            if message.id == message_id or len(found) == 1:
-                return queue, message
-        raise UnknownMessageError(
-            f"no message {message_id!r} in {', '.join(queues) or 'any quarantine'}"
-        )
+        candidates = await self._starting_with(frozenset({message_id}), queues, limit=50)
+        return _pick(message_id, candidates, queues)
 
     async def resolve_ids(self, selection: Selection, services: Iterable[str]) -> Selection:
-        """The selection with each id typed as a unique prefix replaced by the full id."""
+        """The selection with each id typed as a unique prefix replaced by the full id: one
+        look over the quarantines for all of them, not one per id."""
         if not selection.ids:
             return selection
-        services = list(services)
-        full = [(await self.find(given, services))[1].id for given in sorted(selection.ids)]
-        return dataclasses.replace(selection, ids=frozenset(full))
+        queues = await self.quarantine_queues(services)
+        candidates = await self._starting_with(selection.ids, queues, summaries_only=True)
+        full = frozenset(_pick(given, candidates, queues)[1].id for given in selection.ids)
+        return dataclasses.replace(selection, ids=full)
 
-    async def _by_id_or_prefix(
-        self, message_id: str, queues: list[str]
+    async def _starting_with(
+        self,
+        prefixes: frozenset[str],
+        queues: list[str],
+        *,
+        limit: int | None = None,
+        summaries_only: bool = False,
     ) -> list[tuple[str, FailedMessage]]:
         found: list[tuple[str, FailedMessage]] = []
-        wanted = Selection(id_prefixes=frozenset({message_id}))
+        wanted = Selection(id_prefixes=prefixes)
         for queue in queues:
-            found.extend((queue, m) for m in await self.store.browse(queue, wanted, limit=50))
+            messages = await self.store.browse(
+                queue, wanted, limit=limit, summaries_only=summaries_only
+            )
+            found.extend((queue, message) for message in messages)
         return found
 
     async def replay(
@@ -204,6 +205,21 @@ class Operator:
 def _require_choice(selection: Selection, select_all: bool) -> None:
     if not (selection.ids or selection.group or select_all):
         raise NothingSelectedError("say which messages: give ids, --group G, or --all")
+
+
+def _pick(
+    given: str, candidates: list[tuple[str, FailedMessage]], queues: list[str]
+) -> tuple[str, FailedMessage]:
+    """The candidate whose id is `given`, else the only one whose id starts with it."""
+    matching = [(queue, m) for queue, m in candidates if m.id.startswith(given)]
+    for queue, message in matching:
+        if message.id == given:
+            return queue, message
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        raise AmbiguousIdError(f"{given!r} starts {len(matching)} message ids: give more of the id")
+    raise UnknownMessageError(f"no message {given!r} in {', '.join(queues) or 'any quarantine'}")
 
 
 def _add(total: MoveReport, report: MoveReport) -> None:
