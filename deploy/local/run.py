@@ -88,14 +88,11 @@ def describe_run(lock: IO[str], text: str) -> None:
 
 
 def refuse_a_taken_port(port: int) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            sys.exit(
-                f"make run: port {port} is taken by another program; free it, or run with "
-                f"HOPLINE_PORT={port + 1} make run"
-            )
+    if not _port_is_free(port):
+        sys.exit(
+            f"make run: port {port} is taken by another program; free it, or run with "
+            f"HOPLINE_PORT={port + 1} make run"
+        )
 
 
 def write_env_file(env: dict[str, str]) -> Path:
@@ -178,12 +175,16 @@ def _private_node() -> LocalBroker:
 
 
 def _port_or_free(preferred: int) -> int:
+    return preferred if _port_is_free(preferred) else free_port()
+
+
+def _port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", preferred))
+            probe.bind(("127.0.0.1", port))
         except OSError:
-            return free_port()
-    return preferred
+            return False
+    return True
 
 
 def wait_ready(deadline_s: float = 30) -> None:
