@@ -68,13 +68,13 @@ class SuspectGate:
         self._clear.clear()
         try:
             await self._alone.acquire()
-            try:
-                await self._idle.wait()
-            except BaseException:
-                self._alone.release()
-                raise
-        except BaseException:
+        except BaseException:  # cancelled while another suspect ran
             self._left_alone()
+            raise
+        try:
+            await self._idle.wait()
+        except BaseException:  # cancelled while ordinary handlers finished
+            self.leave_alone()
             raise
 
     def leave_alone(self) -> None:
