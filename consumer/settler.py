@@ -32,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
 from common.copies import failure_copy, retry_copy
+from common.delays import REQUEUE_TARGET, delay_routing_key
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
@@ -106,7 +107,7 @@ class Settler:
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
+        self._retry = await self._channel.get_exchange(self._names.delay, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
@@ -163,16 +164,17 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        tier = self._names.retry_queue(decision.delay_s)
+        key = delay_routing_key(decision.delay_s, REQUEUE_TARGET)
         try:
-            await self._publish(delivery, self._retry, copy, tier)
+            await self._publish(delivery, self._retry, copy, key)
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
             # Kept with the true reason rather than left to the broker's bare "rejected".
             instead = Quarantine(
-                f"retry_not_confirmed: the copy for retry tier {tier} was not confirmed "
-                f"({refused}); replay it once that tier takes messages again"
+                f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
+                f"{self._names.delay} was not confirmed ({refused}); replay it once the "
+                "delay levels take messages again"
             )
             return await self.quarantine(delivery, instead, context, outcome)
         return self._acked_as(delivery, Settled.RETRIED)

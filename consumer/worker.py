@@ -20,11 +20,11 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
+from common.delays import delay_bucket
 from common.envelope import decode_delivery, original_routing_key
-from common.errors import ConfigurationError, UndecodableMessageError
+from common.errors import UndecodableMessageError
 from common.headers import read_attempt
 from common.logging import get_logger
-from common.names import format_delay
 from common.topology import Topology, service_topology
 from common.tracing import process_span, tracing_enabled
 from consumer.acks import AckBatcher
@@ -37,6 +37,7 @@ from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
+    Delays,
     Outcome,
     OutcomeKind,
     Quarantine,
@@ -68,7 +69,8 @@ class Worker:
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
-        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, tuple(settings.retry_delays_s))
+        self._default_schedule = Delays(tuple(settings.retry_delays_s))
+        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, self._default_schedule)
         # Built once: `settings.priority_order` makes a new tuple on every call, and decoding
         # needs it for every delivery.
         self._priorities = settings.priority_order
@@ -93,14 +95,7 @@ class Worker:
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
-        delays = spec.retry_delays_s or tuple(self.settings.retry_delays_s)
-        missing = set(delays) - set(self.settings.retry_delays_s)
-        if missing:
-            raise ConfigurationError(
-                f"handler {spec.type_pattern!r} asks for retry delays {sorted(missing)} that are "
-                f"not retry tiers; HOPLINE_RETRY_DELAYS_S is {self.settings.retry_delays_s}"
-            )
-        return RetryPolicy(spec.max_attempts, delays)
+        return RetryPolicy(spec.max_attempts, spec.retry or self._default_schedule)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -367,7 +362,7 @@ class Worker:
             settled = await settler.retry(delivery, decision, context, outcome)
             self.metrics.settled(type_label, priority, settled.value, reason)
             if settled is Settled.RETRIED:
-                delay = format_delay(decision.delay_s)
+                delay = delay_bucket(decision.delay_s)
                 self.metrics.retry_copies.labels(self.service, delay).inc()
             _log.warning(
                 "message.handled",
