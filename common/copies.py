@@ -16,7 +16,7 @@ import aio_pika
 from common import headers as h
 from common.envelope import IncomingLike
 
-__all__ = ["CopySource", "failure_copy", "kept_headers", "retry_copy"]
+__all__ = ["CopySource", "failure_copy", "held_copy", "kept_headers", "retry_copy"]
 
 
 class CopySource(IncomingLike, Protocol):
@@ -81,6 +81,24 @@ def retry_copy(
     headers[h.ROUTING_KEY] = original_routing_key
     headers[h.ERROR_TYPE] = error_type
     headers[h.ERROR_MESSAGE] = h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS)
+    return _copy(incoming, headers, message_type, message_id)
+
+
+def held_copy(
+    incoming: CopySource,
+    *,
+    origin_queue: str,
+    original_routing_key: str,
+    attempt: int,
+    message_type: str | None,
+    message_id: str | None,
+) -> aio_pika.Message:
+    """The copy that waits in the delay levels until a foreign publisher's `deliver-at`,
+    then goes back to `origin_queue` with its attempt unchanged (it has not run yet)."""
+    headers = kept_headers(incoming.headers)
+    headers[h.ATTEMPT] = attempt
+    headers[h.ORIGIN_QUEUE] = origin_queue
+    headers[h.ROUTING_KEY] = original_routing_key
     return _copy(incoming, headers, message_type, message_id)
 
 

@@ -21,9 +21,14 @@ objects and the publishers build their keys.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
+from common.headers import DELIVER_AT
 from common.names import Names
+from common.quarantine.failed import parse_time
 
 __all__ = [
     "DELAY_LEVELS",
@@ -33,6 +38,7 @@ __all__ = [
     "delay_bucket",
     "delay_routing_key",
     "due_binding_key",
+    "held_for",
     "level_bindings",
     "level_ttl_ms",
     "levels_of",
@@ -47,6 +53,7 @@ MAX_DELAY_S = 2**DELAY_LEVELS - 1  # 8.5 years
 # names (through `hopline.requeue`), whatever its original routing key.
 REQUEUE_TARGET = "requeue"
 _MAX_ROUTING_KEY_BYTES = 255  # AMQP 0-9-1 shortstr
+_LEVEL_QUEUE = re.compile(r"\.delay\.\d+$")  # `<prefix>.delay.<n>`, whatever the prefix
 
 
 class DelayError(ValueError):
@@ -120,3 +127,36 @@ def publish_route(names: Names, routing_key: str, delay_s: float | None) -> tupl
     if not delay_s:
         return names.ingress, routing_key
     return names.delay, delay_routing_key(delay_s, routing_key)
+
+
+def held_for(headers: Mapping[str, Any] | None, now: datetime | None = None) -> float | None:
+    """Seconds a delivery must still wait, as a foreign publisher asked with `DELIVER_AT`
+    on a plain publish to the ingress; None when it is due, or has been through the delay
+    levels already (the producer's scheduled messages, a held message coming back): those
+    are never held twice, whatever the clocks of two hosts say."""
+    if not headers or DELIVER_AT not in headers:
+        return None
+    if _been_delayed(headers.get("x-death")):
+        return None
+    raw = headers[DELIVER_AT]
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        due: datetime | None = datetime.fromtimestamp(raw, UTC) if math.isfinite(raw) else None
+    else:
+        due = parse_time(raw)
+    if due is None:
+        return None  # unreadable: handled now rather than held on a guess
+    remaining = (due - (now or datetime.now(UTC))).total_seconds()
+    return min(remaining, MAX_DELAY_S) if remaining > 0 else None
+
+
+def _been_delayed(deaths: Any) -> bool:
+    """The broker's `x-death` names the delay level queues a message expired from."""
+    if not isinstance(deaths, list | tuple):
+        return False
+    for death in deaths:
+        queue = death.get("queue") if isinstance(death, Mapping) else None
+        if isinstance(queue, bytes):
+            queue = queue.decode("utf-8", "replace")
+        if isinstance(queue, str) and _LEVEL_QUEUE.search(queue):
+            return True
+    return False

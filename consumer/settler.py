@@ -31,13 +31,13 @@ import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
-from common.copies import failure_copy, retry_copy
+from common.copies import failure_copy, held_copy, retry_copy
 from common.delays import REQUEUE_TARGET, delay_routing_key
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
-from consumer.policy import Outcome, Quarantine, Retry
+from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
 
 __all__ = ["DeliveryContext", "Settled", "Settler"]
 
@@ -56,6 +56,7 @@ class Settled(enum.StrEnum):
     ACKED = "ack"
     RETRIED = "retry"
     QUARANTINED = "quarantine"
+    HELD = "held"  # a foreign publisher's deliver-at is ahead: waits in the delay levels
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
 
@@ -102,12 +103,12 @@ class Settler:
         self._service = service
         self._consumer_name = consumer_name
         self._timeout_s = publish_timeout_s
-        self._retry: AbstractExchange | None = None
+        self._delay: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._retry = await self._channel.get_exchange(self._names.delay, ensure=False)
+        self._delay = await self._channel.get_exchange(self._names.delay, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
@@ -153,7 +154,7 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._retry is not None, "Settler.open() was not awaited"
+        assert self._delay is not None, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -166,7 +167,7 @@ class Settler:
         )
         key = delay_routing_key(decision.delay_s, REQUEUE_TARGET)
         try:
-            await self._publish(delivery, self._retry, copy, key)
+            await self._publish(delivery, self._delay, copy, key, "retry")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
@@ -178,6 +179,31 @@ class Settler:
             )
             return await self.quarantine(delivery, instead, context, outcome)
         return self._acked_as(delivery, Settled.RETRIED)
+
+    async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
+        """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
+        assert self._delay is not None, "Settler.open() was not awaited"
+        copy = held_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+            attempt=context.attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
+        )
+        try:
+            key = delay_routing_key(delay_s, REQUEUE_TARGET)
+            await self._publish(delivery, self._delay, copy, key, "hold")
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused as refused:
+            instead = Quarantine(
+                f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at "
+                f"was not confirmed ({refused}); replay it when it is due"
+            )
+            outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", str(refused))
+            return await self.quarantine(delivery, instead, context, outcome)
+        return self._acked_as(delivery, Settled.HELD)
 
     async def quarantine(
         self,
@@ -201,7 +227,7 @@ class Settler:
             consumer=self._consumer_name,
         )
         try:
-            await self._publish(delivery, self._dlx, copy, self._service)
+            await self._publish(delivery, self._dlx, copy, self._service, "quarantine")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused:
@@ -217,6 +243,7 @@ class Settler:
         exchange: AbstractExchange,
         copy: aio_pika.Message,
         routing_key: str,
+        kind: str,
     ) -> None:
         """Publish until confirmed; `_Refused` if the broker says no, `_ChannelGone` if the
         delivery's channel closed first."""
@@ -227,7 +254,6 @@ class Settler:
                 started = time.monotonic()
                 await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
                 if self._on_confirmed is not None:
-                    kind = "retry" if exchange is self._retry else "quarantine"
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
@@ -254,7 +280,7 @@ class Settler:
             routing_key=routing_key,
             error=_describe(exc),
             fallback="a quarantine copy"
-            if exchange is self._retry
+            if exchange is self._delay
             else "reject to the dead-letter exchange",
         )
 

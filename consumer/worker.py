@@ -20,7 +20,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
-from common.delays import delay_bucket
+from common.delays import delay_bucket, held_for
 from common.envelope import decode_delivery, original_routing_key
 from common.errors import UndecodableMessageError
 from common.headers import read_attempt
@@ -269,6 +269,10 @@ class Worker:
             message_id=delivery.message_id, queue=delivery.queue, attempt=attempt, type=None
         )
         try:
+            hold_s = held_for(delivery.headers)
+            if hold_s is not None:
+                await self._hold(delivery, hold_s, attempt)
+                return
             try:
                 envelope = decode_delivery(
                     delivery,
@@ -323,6 +327,17 @@ class Worker:
             )
         finally:
             reset_contextvars(**tokens)
+
+    async def _hold(self, delivery: Delivery, hold_s: float, attempt: int) -> None:
+        """A foreign publisher's `x-hopline-deliver-at` is ahead: wait in the broker."""
+        settler = self._settler
+        assert settler is not None
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.hold(delivery, hold_s, context)
+        spec = self.registry.find(delivery.type or "")
+        type_label = spec.type_pattern if spec is not None else UNKNOWN_TYPE
+        self.metrics.settled(type_label, delivery.queue_priority, settled.value, "")
+        _log.info("message.handled", outcome=settled.value, held_s=round(hold_s, 3))
 
     @staticmethod
     def _context(

@@ -16,11 +16,13 @@ from common.delays import (
     DelayError,
     delay_bucket,
     delay_routing_key,
+    held_for,
     levels_of,
     publish_route,
     seconds_until,
     whole_seconds,
 )
+from common.headers import DELIVER_AT
 from common.names import Names, topic_matches
 from common.settings import HoplineSettings
 from common.topology import Topology, arguments_of, service_topology
@@ -176,3 +178,53 @@ def test_a_scheduled_type_nobody_subscribes_to_finds_no_queue_and_falls_to_unrou
     assert arguments_of(next(e for e in TOPOLOGY.exchanges if e.name == NAMES.delay_due)) == {
         "alternate-exchange": NAMES.unroutable
     }
+
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        ((NOW + timedelta(seconds=30)).isoformat(), 30.0),
+        ((NOW + timedelta(seconds=30)).isoformat().encode(), 30.0),
+        (NOW.timestamp() + 12, 12.0),
+        (int(NOW.timestamp()) + 7, 7.0),
+        ((NOW - timedelta(seconds=1)).isoformat(), None),  # due already
+        (NOW.isoformat(), None),
+        ("next tuesday", None),  # unreadable: handled now, not held on a guess
+        (True, None),
+        (float("nan"), None),
+    ],
+)
+def test_a_foreign_deliver_at_holds_a_delivery_until_it_is_due(
+    value: object, held: float | None
+) -> None:
+    assert held_for({DELIVER_AT: value}, NOW) == held
+
+
+def test_a_message_that_has_been_through_the_levels_is_never_held_again() -> None:
+    headers = {
+        DELIVER_AT: (NOW + timedelta(seconds=30)).isoformat(),
+        "x-death": [{"queue": b"acme.delay.0", "reason": b"expired", "count": 1}],
+    }
+
+    assert held_for(headers, NOW) is None
+
+
+def test_deaths_elsewhere_do_not_count_as_having_waited() -> None:
+    headers = {
+        DELIVER_AT: (NOW + timedelta(seconds=30)).isoformat(),
+        "x-death": [{"queue": "hopline.delay.high", "reason": "rejected", "count": 1}],
+    }
+
+    assert held_for(headers, NOW) == 30.0
+
+
+def test_a_delivery_without_the_header_is_not_held() -> None:
+    assert held_for(None, NOW) is None
+    assert held_for({"x-hopline-attempt": 2}, NOW) is None
+
+
+def test_a_hold_is_capped_at_the_longest_delay() -> None:
+    assert held_for({DELIVER_AT: "9999-01-01T00:00:00+00:00"}, NOW) == MAX_DELAY_S
