@@ -24,6 +24,7 @@ from common.delays import delay_bucket, held_for
 from common.envelope import decode_delivery, original_routing_key
 from common.errors import UndecodableMessageError
 from common.headers import read_attempt
+from common.legacy_tiers import find_legacy_tiers
 from common.logging import get_logger
 from common.topology import Topology, service_topology
 from common.tracing import process_span, tracing_enabled
@@ -115,6 +116,7 @@ class Worker:
                 settings, self.service, self.registry.type_patterns, broker_version(connection)
             )
             await declare_topology(connection, self._topology)
+            await _report_legacy_tiers(connection, settings)
             connection.reconnect_callbacks.add(self._redeclare)
             self._watch_connection(connection)
 
@@ -513,6 +515,21 @@ class Worker:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
+
+
+async def _report_legacy_tiers(
+    connection: AbstractRobustConnection, settings: ConsumerSettings
+) -> None:
+    """Retry tiers of an earlier version still exist: what waits there comes back by itself
+    (common.legacy_tiers); say so, and how to remove them once the upgrade is over."""
+    tiers = await find_legacy_tiers(connection, settings)
+    if tiers:
+        _log.warning(
+            "topology.legacy_retry_tiers",
+            tiers={tier.queue: tier.messages for tier in tiers},
+            detail="messages waiting there return to their queues when their TTL expires",
+            action="once every consumer runs this version: hopline topology retire-tiers",
+        )
 
 
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).
