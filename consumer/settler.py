@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
 from common.copies import failure_copy, held_copy, retry_copy
-from common.delays import REQUEUE_TARGET, delay_routing_key
+from common.delays import REQUEUE_TARGET, delay_exchanges, delay_route
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
@@ -103,12 +103,15 @@ class Settler:
         self._service = service
         self._consumer_name = consumer_name
         self._timeout_s = publish_timeout_s
-        self._delay: AbstractExchange | None = None
+        self._delays: dict[str, AbstractExchange] = {}
         self._dlx: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._delay = await self._channel.get_exchange(self._names.delay, ensure=False)
+        self._delays = {
+            name: await self._channel.get_exchange(name, ensure=False)
+            for name in delay_exchanges(self._names)
+        }
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
@@ -154,7 +157,7 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._delay is not None, "Settler.open() was not awaited"
+        assert self._delays, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -165,9 +168,9 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        key = delay_routing_key(decision.delay_s, REQUEUE_TARGET)
+        exchange, key = delay_route(self._names, decision.delay_s, REQUEUE_TARGET)
         try:
-            await self._publish(delivery, self._delay, copy, key, "retry")
+            await self._publish(delivery, self._delays[exchange], copy, key, "retry")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
@@ -182,7 +185,7 @@ class Settler:
 
     async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
         """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
-        assert self._delay is not None, "Settler.open() was not awaited"
+        assert self._delays, "Settler.open() was not awaited"
         copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -192,8 +195,8 @@ class Settler:
             message_id=context.message_id,
         )
         try:
-            key = delay_routing_key(delay_s, REQUEUE_TARGET)
-            await self._publish(delivery, self._delay, copy, key, "hold")
+            exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
+            await self._publish(delivery, self._delays[exchange], copy, key, "hold")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
@@ -280,7 +283,7 @@ class Settler:
             routing_key=routing_key,
             error=_describe(exc),
             fallback="a quarantine copy"
-            if exchange is self._delay
+            if exchange is not self._dlx
             else "reject to the dead-letter exchange",
         )
 
