@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -22,6 +23,7 @@ from bench.stats import percentile
 from common import headers as h
 from common.delays import REQUEUE_TARGET, delay_route, publish_route
 from common.names import Names
+from tests.support.legacy import declare_legacy_tier
 
 __all__ = ["delays"]
 
@@ -90,42 +92,66 @@ async def _lateness(url: str, queue: str, wait_s: list[float], label: str) -> di
     its due time each arrived."""
     due: dict[str, float] = {}
     late: list[float] = []
-    done = asyncio.Event()
-    connection = await aio_pika.connect(url)
-    async with connection:
-        consume = await connection.channel()
-        await consume.set_qos(prefetch_count=500)
 
-        async def arrived(message: AbstractIncomingMessage) -> None:
-            late.append(time.monotonic() - due[message.message_id or ""])
-            await message.ack()
-            if len(late) == len(wait_s):
-                done.set()
+    def arrived(message: AbstractIncomingMessage) -> None:
+        late.append(time.monotonic() - due[message.message_id or ""])
 
-        await (await consume.get_queue(queue, ensure=False)).consume(arrived)
-        channel = await connection.channel(publisher_confirms=True)
+    async with _consuming(url, queue, len(wait_s), arrived) as (channel, done):
         routes = {s: publish_route(NAMES, key("normal"), s) for s in set(wait_s)}
         exchanges = {
             name: await channel.get_exchange(name, ensure=False) for name, _ in routes.values()
         }
-        sends = []
-        for index, seconds in enumerate(wait_s):
-            message_id = f"{label}-{index}"
-            due[message_id] = time.monotonic() + seconds
-            name, routing_key = routes[seconds]
+
+        def publish(index: int, seconds: float) -> Awaitable[Any]:
             message = amqp_message(index)
-            message.message_id = message_id
-            sends.append(exchanges[name].publish(message, routing_key))
-            if len(sends) == 500:
-                await asyncio.gather(*sends)
-                sends = []
-        await asyncio.gather(*sends)
+            message.message_id = f"{label}-{index}"
+            due[message.message_id] = time.monotonic() + seconds
+            name, routing_key = routes[seconds]
+            return exchanges[name].publish(message, routing_key)
+
+        await _in_windows(publish(index, seconds) for index, seconds in enumerate(wait_s))
         await asyncio.wait_for(done.wait(), timeout=_LONGEST_S + 60)
     return {
         "p50_ms": percentile(late, 0.5) * 1000,
         "p99_ms": percentile(late, 0.99) * 1000,
         "early": sum(1 for seconds in late if seconds < 0),
     }
+
+
+@asynccontextmanager
+async def _consuming(
+    url: str, queue: str, expected: int, seen: Callable[[AbstractIncomingMessage], None]
+) -> AsyncIterator[tuple[AbstractChannel, asyncio.Event]]:
+    """Consume `queue` (each message shown to `seen`, then acked) and yield a channel with
+    confirms to publish on, and an event set once `expected` messages have come."""
+    count = 0
+    done = asyncio.Event()
+    connection = await aio_pika.connect(url)
+    async with connection:
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=500)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            nonlocal count
+            seen(message)
+            await message.ack()
+            count += 1
+            if count == expected:
+                done.set()
+
+        await (await consume.get_queue(queue, ensure=False)).consume(on_message)
+        yield await connection.channel(publisher_confirms=True), done
+
+
+async def _in_windows(publishes: Iterable[Awaitable[Any]], window: int = 500) -> None:
+    """Await confirms `window` at a time, as the bench's raw publisher does."""
+    pending: list[Awaitable[Any]] = []
+    for publish in publishes:
+        pending.append(publish)
+        if len(pending) == window:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
 
 
 # Where a retry copy goes: (exchange, routing key), declaring what it needs.
@@ -140,54 +166,22 @@ async def _level_route(channel: AbstractChannel) -> tuple[AbstractExchange, str]
 
 async def _tier_route(channel: AbstractChannel) -> tuple[AbstractExchange, str]:
     """A retry tier as earlier versions declared it: one TTL queue into `hopline.requeue`."""
-    names = NAMES
-    tier = names.legacy_retry_queue(_TIER_S)
-    exchange = await channel.declare_exchange(names.legacy_retry, "direct", durable=True)
-    declared = await channel.declare_queue(
-        tier,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-message-ttl": round(_TIER_S * 1000),
-            "x-dead-letter-exchange": names.requeue,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        },
-    )
-    await declared.bind(exchange, tier)
-    return exchange, tier
+    return await declare_legacy_tier(channel, NAMES, _TIER_S)
 
 
 async def _retry_path(url: str, ctx: Context, copies: int, route: Route) -> float:
     """Retry copies (as a consumer publishes them: confirmed, with `x-hopline-queue`) per
     second, from the first publish until the last is back in its work queue."""
     queue = work_queue(ctx.settings(url))
-    back = 0
-    done = asyncio.Event()
-    connection = await aio_pika.connect(url)
-    async with connection:
-        consume = await connection.channel()
-        await consume.set_qos(prefetch_count=500)
-
-        async def returned(message: AbstractIncomingMessage) -> None:
-            nonlocal back
-            back += 1
-            await message.ack()
-            if back == copies:
-                done.set()
-
-        await (await consume.get_queue(queue, ensure=False)).consume(returned)
-        channel = await connection.channel(publisher_confirms=True)
+    async with _consuming(url, queue, copies, lambda _message: None) as (channel, done):
         exchange, routing_key = await route(channel)
-        started = time.monotonic()
-        sends = []
-        for index in range(copies):
+
+        def publish(index: int) -> Awaitable[Any]:
             message = amqp_message(index)
             message.headers = {h.ORIGIN_QUEUE: queue, h.ATTEMPT: 2}
-            sends.append(exchange.publish(message, routing_key, mandatory=True))
-            if len(sends) == 500:
-                await asyncio.gather(*sends)
-                sends = []
-        await asyncio.gather(*sends)
+            return exchange.publish(message, routing_key, mandatory=True)
+
+        started = time.monotonic()
+        await _in_windows(publish(index) for index in range(copies))
         await asyncio.wait_for(done.wait(), timeout=120)
         return copies / (time.monotonic() - started)

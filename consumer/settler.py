@@ -157,7 +157,6 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._delays, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -168,24 +167,17 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        exchange, key = delay_route(self._names, decision.delay_s, REQUEUE_TARGET)
-        try:
-            await self._publish(delivery, self._delays[exchange], copy, key, "retry")
-        except _ChannelGone:
-            return Settled.LEFT
-        except _Refused as refused:
-            # Kept with the true reason rather than left to the broker's bare "rejected".
-            instead = Quarantine(
-                f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
-                f"{self._names.delay} was not confirmed ({refused}); replay it once the "
-                "delay levels take messages again"
-            )
-            return await self.quarantine(delivery, instead, context, outcome)
-        return self._acked_as(delivery, Settled.RETRIED)
+        refusal = (
+            f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
+            f"{self._names.delay} was not confirmed ({{}}); replay it once the delay levels "
+            "take messages again"
+        )
+        return await self._delayed(
+            delivery, copy, decision.delay_s, Settled.RETRIED, context, outcome, refusal
+        )
 
     async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
         """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
-        assert self._delays, "Settler.open() was not awaited"
         copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -194,19 +186,36 @@ class Settler:
             message_type=context.message_type,
             message_id=context.message_id,
         )
+        refusal = (
+            f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at was "
+            "not confirmed ({}); replay it when it is due"
+        )
+        outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", refusal.format("refused"))
+        return await self._delayed(delivery, copy, delay_s, Settled.HELD, context, outcome, refusal)
+
+    async def _delayed(
+        self,
+        delivery: Delivery,
+        copy: aio_pika.Message,
+        delay_s: float,
+        settled: Settled,
+        context: DeliveryContext,
+        outcome: Outcome,
+        refusal: str,
+    ) -> Settled:
+        """Publish `copy` into the delay levels, back to its queue when due, then ack; a
+        refused copy is quarantined with `refusal` (its `{}` the broker's answer) rather than
+        left to the broker's bare "rejected"."""
+        assert self._delays, "Settler.open() was not awaited"
+        exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
         try:
-            exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
-            await self._publish(delivery, self._delays[exchange], copy, key, "hold")
+            await self._publish(delivery, self._delays[exchange], copy, key, settled.value)
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
-            instead = Quarantine(
-                f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at "
-                f"was not confirmed ({refused}); replay it when it is due"
-            )
-            outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", str(refused))
+            instead = Quarantine(refusal.format(refused))
             return await self.quarantine(delivery, instead, context, outcome)
-        return self._acked_as(delivery, Settled.HELD)
+        return self._acked_as(delivery, settled)
 
     async def quarantine(
         self,
