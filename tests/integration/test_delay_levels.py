@@ -29,7 +29,13 @@ from common.topology import service_topology
 from consumer.errors import RetryableError
 from consumer.registry import Registry
 from deploy.local.broker import LocalBroker, kill_local_broker, restart_local_broker
-from tests.support.pipeline import consumer_settings, queue_depth, running_worker
+from tests.support.pipeline import (
+    consumer_settings,
+    producer_client,
+    producer_settings,
+    queue_depth,
+    running_worker,
+)
 from tests.support.wait import wait_until
 
 NAMES = Names()
@@ -258,3 +264,45 @@ def _pika_publish(amqp_url: str, headers: dict[str, Any]) -> None:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def test_a_message_scheduled_over_http_reaches_every_subscribed_service_when_due(
+    amqp_url: str,
+) -> None:
+    # Given two services subscribed to the same type
+    seen: dict[str, list[float]] = {"mailer": [], "audit": []}
+    registries = []
+    for service in seen:
+        registry = Registry(service)
+
+        @registry.handler("users.signed_up")
+        async def record(payload: Any, envelope: Any, service: str = service) -> None:
+            seen[service].append(time.monotonic())
+
+        registries.append(registry)
+    settings = consumer_settings(amqp_url)
+    async with (
+        running_worker(settings, registries[0]),
+        running_worker(settings, registries[1]),
+        producer_client(producer_settings(amqp_url)) as client,
+    ):
+        # When a message is scheduled 3 s ahead, and one of a type nobody subscribes to
+        sent = time.monotonic()
+        response = await client.post(
+            "/v1/messages", json={"type": "users.signed_up", "payload": {}, "delay_s": 3}
+        )
+        nobody = await client.post(
+            "/v1/messages", json={"type": "nobody.listens", "payload": {}, "delay_s": 1}
+        )
+        assert response.status_code == nobody.status_code == 202, response.text
+        await wait_until(
+            lambda: all(seen.values()), timeout_s=20, message="a subscriber never got it"
+        )
+        await wait_until(
+            lambda: queue_depth(amqp_url, NAMES.unroutable), timeout_s=10, message="dropped"
+        )
+    # Then each service got it once, not before its time; the other is kept as unroutable
+    for times in seen.values():
+        [at] = times
+        assert at - sent >= 3
+    assert await queue_depth(amqp_url, NAMES.unroutable) == 1
