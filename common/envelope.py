@@ -39,20 +39,31 @@ _PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A message as handlers see it."""
+    """A message as handlers see it: a handler that takes `(payload, envelope)` gets one."""
 
     message_id: str
+    """The AMQP `message_id` (a UUID made up when the publisher sent none); the same on every
+    retry and redelivery: the key for recognising a duplicate."""
     message_type: str
+    """Dotted lowercase, e.g. `orders.created`: the `type` property, else from the routing key."""
     payload: Any
+    """The decoded JSON body (the raw value: a handler with a `model` receives the model)."""
     priority: str
+    """The priority of the queue it came from (`high`, `normal`, `low` by default)."""
     correlation_id: str | None = None
+    """The AMQP `correlation_id`, as the publisher set it."""
     headers: Mapping[str, Any] = field(default_factory=dict)
+    """The publisher's AMQP headers (`traceparent`, your own), without hopline's `x-hopline-*`."""
     timestamp: datetime | None = None
+    """When it was first published (the AMQP `timestamp`, second resolution), if set."""
     app_id: str | None = None
-    # 1 on the first run; the retry's number after that (x-hopline-attempt), so a handler can
-    # tell its last attempt. `redelivered`: a consumer got it before and did not settle it.
+    """The publisher's `app_id` (`hopline-producer` for the HTTP producer)."""
     attempt: int = 1
+    """1 on the first run; the retry's number after that (`x-hopline-attempt`), so a handler
+    can tell its last attempt (`attempt == max_attempts`)."""
     redelivered: bool = False
+    """A consumer got it before and did not settle it (crashed or lost its connection): the
+    work may have been done already."""
 
     @property
     def routing_key(self) -> str:

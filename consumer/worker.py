@@ -31,7 +31,7 @@ from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
-from consumer.dispatch import run_handler
+from consumer.dispatch import run_handler, undecodable, unknown_type
 from consumer.isolation import SuspectGate, probation
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
@@ -73,6 +73,7 @@ class Worker:
         # needs it for every delivery.
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
+        self._hooks = registry.hooks
         self._slots = PrioritySlots(settings.concurrency)
         self._gate = SuspectGate()
         self.metrics = ConsumerMetrics(self.service)
@@ -283,7 +284,7 @@ class Worker:
                     redelivered=delivery.redelivered,
                 )
             except UndecodableMessageError as exc:
-                outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
+                outcome = undecodable(exc.reason)
                 await self._apply(
                     delivery,
                     decide(outcome, attempt, self._default_policy),
@@ -297,11 +298,7 @@ class Worker:
             bind_contextvars(type=envelope.message_type)  # before the handler: its lines too
             spec = self.registry.find(envelope.message_type)
             if spec is None:
-                outcome = Outcome(
-                    OutcomeKind.UNKNOWN_TYPE,
-                    "UnknownMessageType",
-                    f"service {self.service!r} has no handler for type {envelope.message_type!r}",
-                )
+                outcome = unknown_type(self.service, envelope.message_type)
                 policy = self._default_policy
                 type_label = UNKNOWN_TYPE
             else:
@@ -312,9 +309,9 @@ class Worker:
                         delivery.queue, delivery.headers, envelope.message_id, attempt
                     )
                     with span:
-                        outcome = await run_handler(spec, envelope, self._deadlines)
+                        outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
                 else:
-                    outcome = await run_handler(spec, envelope, self._deadlines)
+                    outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
                 self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
