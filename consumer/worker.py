@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
@@ -37,6 +38,7 @@ from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
+    Decision,
     Outcome,
     OutcomeKind,
     Quarantine,
@@ -63,8 +65,12 @@ class Worker:
         registry: Registry,
         *,
         consumer_name: str | None = None,
+        on_settled: Callable[[str | None, Decision, Outcome], None] | None = None,
     ) -> None:
+        """`on_settled(message_id, decision, outcome)` learns each delivery's end once it is
+        settled (consumer.pytest_plugin waits on it)."""
         self.settings = settings
+        self._on_settled = on_settled
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
@@ -357,6 +363,7 @@ class Worker:
             settled = settler.ack(delivery)
             self.metrics.settled(type_label, priority, settled.value, "")
             _log.info("message.handled", outcome=settled.value)
+            self._observed(message_id, decision, outcome)
             return
         context = self._context(delivery, attempt, message_type, message_id)
         reason = outcome.kind.value  # a bounded class for the metric label, never the text
@@ -384,6 +391,11 @@ class Worker:
                 reason=decision.reason,
                 error_type=outcome.error_type,
             )
+        self._observed(message_id, decision, outcome)
+
+    def _observed(self, message_id: str | None, decision: Decision, outcome: Outcome) -> None:
+        if self._on_settled is not None:
+            self._on_settled(message_id, decision, outcome)
 
     async def readiness(self) -> str | None:
         """None when this worker does its job; else why not (its /readyz answer)."""
