@@ -27,6 +27,7 @@ __all__ = [
     "IncomingLike",
     "decode_delivery",
     "encode_payload",
+    "message_type_of",
     "new_envelope",
     "original_routing_key",
     "to_message",
@@ -167,7 +168,7 @@ def decode_delivery(
     """
     _check_content_type(incoming.content_type)
     _check_content_encoding(incoming.content_encoding)
-    message_type = _message_type(incoming, priorities)
+    message_type = message_type_of(incoming, priorities)
     if not incoming.body:
         raise UndecodableMessageError("empty body: expected a JSON document")
     try:
@@ -208,7 +209,9 @@ def _check_content_encoding(content_encoding: str | None) -> None:
     )
 
 
-def _message_type(incoming: IncomingLike, priorities: tuple[str, ...]) -> str:
+def message_type_of(incoming: IncomingLike, priorities: tuple[str, ...]) -> str:
+    """The `type` property, else the type in the original routing key; raises
+    `UndecodableMessageError` when neither is a valid type."""
     declared = incoming.type
     if declared:
         if not is_valid_message_type(declared):

@@ -28,7 +28,7 @@ from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from pydantic import SecretStr
 
 from common.envelope import new_envelope, to_message
@@ -53,6 +53,7 @@ class RunningService:
     def __init__(self, settings: ConsumerSettings, registry: Registry) -> None:
         self.worker = Worker(settings, registry, on_settled=self.settled)
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._results: dict[str, list[Result]] = defaultdict(list)
         self._changed = asyncio.Event()
 
@@ -72,6 +73,14 @@ class RunningService:
         self._changed.set()
 
     async def publish(
+        self, message_type: str, payload: Any, *, timeout_s: float = 10.0, **options: Any
+    ) -> Result:
+        """Publish as `send()` does (same `options`) and return how its first delivery ended;
+        `results()` waits for later ones (its retries)."""
+        sent = await self.send(message_type, payload, **options)
+        return (await self.results(sent, count=1, timeout_s=timeout_s))[0]
+
+    async def send(
         self,
         message_type: str,
         payload: Any,
@@ -79,10 +88,10 @@ class RunningService:
         priority: str = "normal",
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
-        timeout_s: float = 10.0,
-    ) -> Result:
-        """Publish as the producer does (confirmed, persistent) and return how its first
-        delivery ended; `results()` waits for later ones (its retries)."""
+    ) -> str:
+        """Publish as the producer does (persistent, with a confirm) without waiting for the
+        outcome; returns the message id."""
+        assert self._connection is not None, "RunningService.start() was not awaited"
         envelope = new_envelope(
             message_type,
             payload,
@@ -91,11 +100,13 @@ class RunningService:
             headers=headers,
             message_id=message_id,
         )
-        assert self._connection is not None, "RunningService.start() was not awaited"
-        async with self._connection.channel(publisher_confirms=True) as channel:
-            exchange = await channel.get_exchange(self.worker.settings.names.ingress, ensure=False)
-            await exchange.publish(to_message(envelope), envelope.routing_key, mandatory=True)
-        return (await self.results(envelope.message_id, count=1, timeout_s=timeout_s))[0]
+        if self._channel is None:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+        exchange = await self._channel.get_exchange(
+            self.worker.settings.names.ingress, ensure=False
+        )
+        await exchange.publish(to_message(envelope), envelope.routing_key, mandatory=True)
+        return envelope.message_id
 
     async def results(
         self, message_id: str, *, count: int, timeout_s: float = 10.0

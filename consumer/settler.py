@@ -31,7 +31,7 @@ import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
-from common.copies import failure_copy, retry_copy
+from common.copies import deferred_copy, failure_copy, retry_copy
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
@@ -55,6 +55,7 @@ class Settled(enum.StrEnum):
     ACKED = "ack"
     RETRIED = "retry"
     QUARANTINED = "quarantine"
+    DEFERRED = "deferred"  # its handler was at its limit: back to the tail of its queue
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
 
@@ -103,11 +104,13 @@ class Settler:
         self._timeout_s = publish_timeout_s
         self._retry: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
+        self._requeue: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
         self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
+        self._requeue = await self._channel.get_exchange(self._names.requeue, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
         """True once the copy channel is open; False if the delivery's channel closed first
@@ -209,6 +212,23 @@ class Settler:
             return Settled.LEFT
         return self._acked_as(delivery, Settled.QUARANTINED)
 
+    async def defer(self, delivery: Delivery, context: DeliveryContext) -> Settled | None:
+        """Back to the tail of its own queue with its attempt unchanged (its handler is at
+        its limit, consumer.limits), then ack; None if the broker refused the copy."""
+        assert self._requeue is not None, "Settler.open() was not awaited"
+        copy = deferred_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+        )
+        try:
+            await self._publish(delivery, self._requeue, copy, "")
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused:
+            return None
+        return self._acked_as(delivery, Settled.DEFERRED)
+
     async def _publish(
         self,
         delivery: Delivery,
@@ -225,7 +245,7 @@ class Settler:
                 started = time.monotonic()
                 await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
                 if self._on_confirmed is not None:
-                    kind = "retry" if exchange is self._retry else "quarantine"
+                    kind = _copy_kind(exchange is self._retry, exchange is self._requeue)
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
@@ -253,8 +273,14 @@ class Settler:
             error=_describe(exc),
             fallback="a quarantine copy"
             if exchange is self._retry
+            else "run it here once its handler has room"
+            if exchange is self._requeue
             else "reject to the dead-letter exchange",
         )
+
+
+def _copy_kind(retry: bool, deferral: bool) -> str:
+    return "retry" if retry else "defer" if deferral else "quarantine"
 
 
 def _describe(exc: BaseException) -> str:

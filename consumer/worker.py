@@ -34,6 +34,7 @@ from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler, undecodable, unknown_type
 from consumer.isolation import SuspectGate, probation
+from consumer.limits import HandlerLimits
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
@@ -80,6 +81,7 @@ class Worker:
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
         self._hooks = registry.hooks
+        self._limits = HandlerLimits(registry, self._priorities)
         self._slots = PrioritySlots(settings.concurrency)
         self._gate = SuspectGate()
         self.metrics = ConsumerMetrics(self.service)
@@ -212,6 +214,8 @@ class Worker:
             if delivery.redelivered:
                 self.metrics.redeliveries.labels(self.service, priority).inc()
                 await self._handle_alone(delivery)
+            elif self._limits:
+                await self._handle_limited(delivery)
             else:
                 await self._handle(delivery)
 
@@ -251,6 +255,34 @@ class Worker:
                 self._slots.release()
         finally:
             self._gate.leave()
+
+    async def _handle_limited(self, delivery: Delivery) -> None:
+        """A delivery whose handler has limits waits for its place without a handler slot,
+        or goes back to the tail of its queue (consumer.limits)."""
+        limit = self._limits.for_delivery(delivery)
+        if limit is None:
+            await self._handle(delivery)
+            return
+        if not await limit.enter():
+            if await self._defer(delivery):
+                return
+            await limit.enter(bounded=False)  # the broker refused the deferral: wait here
+        try:
+            await self._handle(delivery)
+        finally:
+            limit.leave()
+
+    async def _defer(self, delivery: Delivery) -> bool:
+        """False if the broker refused the deferred copy (the delivery is still ours)."""
+        settler = self._settler
+        assert settler is not None
+        if not await settler.wait_until_publishable(delivery.channel):
+            return True  # its channel closed: the broker redelivers it
+        attempt = read_attempt(delivery.headers)
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.defer(delivery, context)
+        _log.debug("message.deferred", queue=delivery.queue, message_id=delivery.message_id)
+        return settled is not None
 
     async def _handle_alone(self, delivery: Delivery) -> None:
         """A suspect (redelivered) delivery: no other handler runs with it, and every ack
