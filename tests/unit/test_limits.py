@@ -1,105 +1,110 @@
-"""consumer.limits: starts spaced by a rate (pure, time passed in), places bounded with a
-bounded queue of waiters, and the registry options that set them."""
+"""producer.limits.BodySizeLimit: oversized bodies are refused before anything parses them."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 
-from common.errors import ConfigurationError
-from consumer import Registry
-from consumer.limits import HandlerLimit, TokenBucket
+from producer.limits import BodySizeLimit
 
-
-@pytest.mark.parametrize(
-    ("asks_at", "max_wait_s", "expected"),
-    [
-        # rate 2/s: starts 0.5 s apart, reserved in the order asked
-        ([0.0], 1.0, [0.0]),
-        ([0.0, 0.0, 0.0], 1.0, [0.0, 0.5, 1.0]),
-        ([0.0, 0.0, 0.0, 0.0], 1.0, [0.0, 0.5, 1.0, None]),  # 1.5 s away: not reserved
-        ([0.0, 0.0, 0.0, 0.0, 0.5], 1.0, [0.0, 0.5, 1.0, None, 1.0]),  # the refusal took nothing
-        ([0.0, 3.0], 1.0, [0.0, 0.0]),  # an idle bucket does not save up a burst
-        ([0.0, 0.0], 0.0, [0.0, None]),
-    ],
-)
-def test_a_bucket_reserves_starts_one_interval_apart(
-    asks_at: list[float], max_wait_s: float, expected: list[float | None]
-) -> None:
-    bucket = TokenBucket(rate=2.0)
-    waits = [bucket.reserve(now, max_wait_s) for now in asks_at]
-    assert waits == expected  # binary fractions: exact
+LIMIT = 64
 
 
-async def test_a_limit_runs_up_to_its_concurrency_queues_as_many_and_defers_the_rest() -> None:
-    limit = HandlerLimit(concurrency=2, rate=None)
-    assert await limit.enter()
-    assert await limit.enter()
-    waiters = [asyncio.create_task(limit.enter()) for _ in range(2)]
-    await asyncio.sleep(0)
+def client(limit: int = LIMIT) -> httpx.AsyncClient:
+    """A FastAPI app wrapped as the producer wraps its own (`app.add_middleware`)."""
+    app = FastAPI()
 
-    assert not await limit.enter()  # two run, two wait: the fifth is deferred
+    @app.post("/")
+    async def echo_size(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
 
-    limit.leave()
-    assert await waiters[0]
-    assert not waiters[1].done()
-    limit.leave()
-    assert await waiters[1]
+    app.add_middleware(BodySizeLimit, max_bytes=limit)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
-async def test_an_unbounded_enter_waits_even_when_the_queue_of_waiters_is_full() -> None:
-    limit = HandlerLimit(concurrency=1, rate=None)
-    assert await limit.enter()
-    waiting = asyncio.create_task(limit.enter())
-    await asyncio.sleep(0)
-    unbounded = asyncio.create_task(limit.enter(bounded=False))
-    await asyncio.sleep(0)
-
-    limit.leave()
-    assert await waiting
-    assert not unbounded.done()
-    limit.leave()
-    assert await unbounded
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
-async def test_a_delivery_refused_by_the_rate_gives_its_place_back() -> None:
-    limit = HandlerLimit(concurrency=3, rate=0.5)  # starts 2 s apart; waits up to 2 s
-    assert await limit.enter()
-    second = asyncio.create_task(limit.enter())  # reserved 2 s from now: waits, holding a place
-    await asyncio.sleep(0)
+@pytest.mark.parametrize("size", [0, 1, LIMIT - 1, LIMIT])
+async def test_a_body_within_the_limit_passes_through(size: int) -> None:
+    async with client() as http:
+        response = await http.post("/", content=b"x" * size)
 
-    assert not await limit.enter()  # 4 s away: deferred, and its place is free again
-    assert limit.taken == 2
-
-    second.cancel()  # a delivery cancelled while it waits for its start gives its place back
-    with pytest.raises(asyncio.CancelledError):
-        await second
-    assert limit.taken == 1
+    assert response.status_code == 200
+    assert response.json() == {"received": size}
 
 
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"concurrency": 0}, "concurrency must be at least 1"),
-        ({"rate": 0}, "rate must be positive"),
-        ({"rate": -1.5}, "rate must be positive"),
-    ],
-)
-def test_limits_that_cannot_work_are_refused_at_registration(
-    options: dict[str, Any], message: str
-) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        Registry("orders").handler("orders.created", **options)
+@pytest.mark.parametrize("size", [LIMIT + 1, 10 * LIMIT])
+async def test_a_declared_length_over_the_limit_is_refused_with_413(size: int) -> None:
+    async with client() as http:
+        response = await http.post("/", content=b"x" * size)
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "detail": f"request body is larger than {LIMIT} bytes (HOPLINE_MAX_REQUEST_BYTES)"
+    }
 
 
-def test_a_handlers_limits_are_on_its_spec() -> None:
-    registry = Registry("orders")
+async def test_a_lying_content_length_is_refused_before_the_body_is_read() -> None:
+    # Given a client that announces more than it sends
+    reached: list[Any] = []
 
-    @registry.handler("orders.created", concurrency=3, rate=10)
-    async def created(payload: Any) -> None: ...
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope)
 
-    spec = registry.find("orders.created")
-    assert spec is not None
-    assert (spec.concurrency, spec.rate) == (3, 10)
+    limited = BodySizeLimit(app, max_bytes=LIMIT)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"content-length", str(LIMIT + 1).encode())]}
+
+    # When it arrives
+    await limited(scope, receive, send)
+
+    # Then the app never sees it and the answer is 413
+    assert reached == []
+    assert sent[0]["status"] == 413
+
+
+async def test_a_chunked_body_is_counted_as_it_arrives() -> None:
+    # Given a body without Content-Length that grows past the limit
+    async with client() as http:
+        response = await http.post("/", content=chunks(b"x" * 40, b"x" * 40))
+
+    # Then it is refused once the bytes received pass the limit
+    assert response.status_code == 413
+    assert str(LIMIT) in response.json()["detail"]
+
+
+async def test_a_chunked_body_within_the_limit_passes_through() -> None:
+    async with client() as http:
+        response = await http.post("/", content=chunks(b"x" * 30, b"x" * 30))
+
+    assert response.status_code == 200
+    assert response.json() == {"received": 60}
+
+
+async def test_other_scopes_pass_straight_through() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    async def never(*_: Any) -> Any:
+        raise AssertionError("the middleware must not touch a non-http scope")
+
+    await BodySizeLimit(app, max_bytes=1)({"type": "lifespan"}, never, never)
+
+    assert seen == ["lifespan"]
