@@ -16,7 +16,13 @@ import aio_pika
 from common import headers as h
 from common.envelope import IncomingLike
 
-__all__ = ["CopySource", "deferred_copy", "failure_copy", "kept_headers", "retry_copy"]
+__all__ = [
+    "CopySource",
+    "failure_copy",
+    "held_copy",
+    "kept_headers",
+    "retry_copy",
+]
 
 
 class CopySource(IncomingLike, Protocol):
@@ -84,6 +90,24 @@ def retry_copy(
     return _copy(incoming, headers, message_type, message_id)
 
 
+def held_copy(
+    incoming: CopySource,
+    *,
+    origin_queue: str,
+    original_routing_key: str,
+    attempt: int,
+    message_type: str | None,
+    message_id: str | None,
+) -> aio_pika.Message:
+    """The copy that waits in the delay levels until a foreign publisher's `deliver-at`,
+    then goes back to `origin_queue` with its attempt unchanged (it has not run yet)."""
+    headers = kept_headers(incoming.headers)
+    headers[h.ATTEMPT] = attempt
+    headers[h.ORIGIN_QUEUE] = origin_queue
+    headers[h.ROUTING_KEY] = original_routing_key
+    return _copy(incoming, headers, message_type, message_id)
+
+
 def failure_copy(
     incoming: CopySource,
     *,
@@ -115,14 +139,3 @@ def failure_copy(
         }
     )
     return _copy(incoming, headers, message_type, message_id)
-
-
-def deferred_copy(
-    incoming: CopySource, *, origin_queue: str, original_routing_key: str
-) -> aio_pika.Message:
-    """The copy that goes straight back to the tail of `origin_queue` (through the requeue
-    exchange), its attempt unchanged: its handler was at its limit (consumer.limits)."""
-    headers = kept_headers(incoming.headers)
-    headers[h.ORIGIN_QUEUE] = origin_queue
-    headers[h.ROUTING_KEY] = original_routing_key
-    return _copy(incoming, headers, None, None)

@@ -107,12 +107,14 @@ def role_permissions(
 
     `core` is what the producer declares, each service topology what its consumer declares.
     """
-    roles = {"producer": Rights(write=frozenset({names.ingress})) | declaration_rights(core)}
+    roles = {
+        "producer": Rights(write=frozenset({names.ingress, names.delay})) | declaration_rights(core)
+    }
     quarantines: set[str] = set()
     for service, topology in services:
         work_queues = {names.work_queue(service, priority) for priority in priorities}
         operating = Rights(
-            write=frozenset({names.retry, names.requeue, names.dlx}),
+            write=frozenset({names.delay, names.requeue, names.dlx}),
             read=frozenset(work_queues),
         )
         roles[f"consumer-{service}"] = operating | declaration_rights(topology)
@@ -175,7 +177,7 @@ def to_definitions(
                 "source": binding.source,
                 "vhost": vhost,
                 "destination": binding.destination,
-                "destination_type": "queue",
+                "destination_type": binding.destination_type,
                 "routing_key": binding.routing_key,
                 "arguments": arguments_of(binding),
             }
@@ -224,8 +226,9 @@ def to_mermaid(topology: Topology) -> str:
             f"{k}={v}" for k, v in binding.argument_items if k != "x-match"
         )
         edge = f"-- {label} -->" if label else "-->"
+        kind = "x_" if binding.destination_type == "exchange" else "q_"
         lines.append(
-            f"    {_node('x_' + binding.source)} {edge} {_node('q_' + binding.destination)}"
+            f"    {_node('x_' + binding.source)} {edge} {_node(kind + binding.destination)}"
         )
     for exchange in topology.exchanges:
         alternate = arguments_of(exchange).get("alternate-exchange")

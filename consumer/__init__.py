@@ -17,6 +17,15 @@ pytest fixtures for tests on a real one (docs/writing-a-service.md).
 
 from common.envelope import Envelope
 from consumer.errors import PermanentError, RetryableError
+from consumer.policy import Backoff
 from consumer.registry import HandlerSpec, Middleware, Registry
 
-__all__ = ["Envelope", "HandlerSpec", "Middleware", "PermanentError", "Registry", "RetryableError"]
+__all__ = [
+    "Backoff",
+    "Envelope",
+    "HandlerSpec",
+    "Middleware",
+    "PermanentError",
+    "Registry",
+    "RetryableError",
+]

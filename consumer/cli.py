@@ -33,6 +33,7 @@ from common.definitions import (
 )
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
+from common.legacy_tiers import LegacyTier, retire_legacy_tiers
 from common.settings import HoplineSettings, load_settings
 from common.topology import (
     CURRENT_RELEASE,
@@ -108,6 +109,30 @@ def topology_declare(handlers: HandlersOption = None) -> None:
 
     count = asyncio.run(declare())
     typer.echo(f"declared {count} queues under prefix {settings.prefix!r}")
+
+
+@topology_app.command("retire-tiers")
+def topology_retire_tiers() -> None:
+    """Delete the empty retry tiers of a version before the delay levels (hopline.retry.*)."""
+    settings = _settings()
+
+    async def retire() -> tuple[list[str], list[LegacyTier]]:
+        connection = await connect(settings, name="hopline-cli")
+        try:
+            return await retire_legacy_tiers(connection, settings)
+        finally:
+            await connection.close()
+
+    deleted, kept = asyncio.run(retire())
+    for name in deleted:
+        typer.echo(f"deleted {name}")
+    for tier in kept:
+        typer.echo(
+            f"kept {tier.queue}: {tier.messages} messages still wait there; they return to "
+            "their queues when their TTL expires, then run this again"
+        )
+    if not deleted and not kept:
+        typer.echo("no retry tiers of an earlier version: nothing to do")
 
 
 @topology_app.command("export")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from common.envelope import Envelope
 from common.redact import redact_text
 from consumer.deadlines import Deadlines
-from consumer.errors import PermanentError
+from consumer.errors import PermanentError, RetryableError
 from consumer.policy import Outcome, OutcomeKind
 from consumer.registry import HandlerSpec, Middleware
 
@@ -91,7 +91,13 @@ def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:
 
 def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
     # Error texts go into quarantine headers, the admin page and archives: no secrets there.
-    return Outcome(kind, type(exc).__qualname__, redact_text(str(exc) or repr(exc)), _format(exc))
+    return Outcome(
+        kind,
+        type(exc).__qualname__,
+        redact_text(str(exc) or repr(exc)),
+        _format(exc),
+        exc.delay if isinstance(exc, RetryableError) else None,
+    )
 
 
 def _format(exc: BaseException) -> str:

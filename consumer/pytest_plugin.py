@@ -150,7 +150,7 @@ def hopline_amqp_url(hopline_vhost: Vhost) -> str:
 @async_fixture
 async def hopline_service(hopline_amqp_url: str) -> AsyncIterator[ServiceFactory]:
     """`await hopline_service(registry, **settings)`: a running worker for `registry` on this
-    test's vhost; `settings` are ConsumerSettings fields, e.g. `retry_delays_s=[0.2]`."""
+    test's vhost; `settings` are ConsumerSettings fields, e.g. `concurrency=4`."""
     running: list[RunningService] = []
 
     async def start(registry: Registry, **settings: Any) -> RunningService:

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,7 +16,13 @@ from pydantic import BaseModel
 from common.envelope import Envelope
 from common.errors import ConfigurationError
 from common.names import is_valid_message_type, topic_matches
-from consumer.policy import DEFAULT_MAX_ATTEMPTS
+from consumer.policy import (
+    DEFAULT_MAX_ATTEMPTS,
+    Backoff,
+    Delays,
+    RetrySchedule,
+    retry_schedule,
+)
 
 __all__ = ["FALLBACK", "HandlerFunc", "HandlerSpec", "Middleware", "Registry"]
 
@@ -38,7 +44,7 @@ class HandlerSpec:
     max_attempts: int
     timeout_s: float
     model: type[BaseModel] | None
-    retry_delays_s: tuple[float, ...] | None
+    retry: RetrySchedule | None  # None: the service's HOPLINE_RETRY_DELAYS_S
     wants_envelope: bool
     # Per consumer process: handler runs at once, handler starts per second (None: no limit).
     concurrency: int | None = None
@@ -53,7 +59,7 @@ class Registry:
     """The handlers of one consumer service.
 
     >>> registry = Registry("orders")
-    >>> @registry.handler("orders.created", max_attempts=5, timeout=30)
+    >>> @registry.handler("orders.created", max_attempts=5, timeout=30, retry=Backoff(first=2))
     ... async def created(payload): ...
     """
 
@@ -86,7 +92,7 @@ class Registry:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float = 30.0,
         model: type[BaseModel] | None = None,
-        retry_delays_s: tuple[float, ...] | None = None,
+        retry: Backoff | Delays | Sequence[float] | None = None,
         concurrency: int | None = None,
         rate: float | None = None,
     ) -> Callable[[_F], _F]:
@@ -98,7 +104,9 @@ class Registry:
         receives that no other handler takes", use `fallback()`, which binds nothing.
 
         The function takes `(payload)` or `(payload, envelope)`; with `model`, the payload
-        arrives validated as that pydantic model. `timeout` is in seconds.
+        arrives validated as that pydantic model. `timeout` is in seconds. `retry` is the
+        wait before each retry: a `Backoff`, or a list of delays in seconds (the n-th for the
+        n-th retry, the last repeating); without it, the service's `HOPLINE_RETRY_DELAYS_S`.
 
         `concurrency` (runs at once) and `rate` (starts per second) limit this handler in each
         consumer process; a delivery over its limit does not hold up the service's other
@@ -107,13 +115,14 @@ class Registry:
         _check_pattern(message_type)
         _check_limits(message_type, max_attempts, timeout)
         _check_throttle(message_type, concurrency, rate)
+        schedule = _schedule(message_type, retry)
 
         def register(func: _F) -> _F:
             if message_type in self._exact or any(
                 spec.type_pattern == message_type for spec in self._patterns
             ):
                 raise ConfigurationError(f"{message_type!r} already has a handler")
-            spec = _spec(message_type, func, max_attempts, timeout, model, retry_delays_s)
+            spec = _spec(message_type, func, max_attempts, timeout, model, schedule)
             spec = dataclasses.replace(spec, concurrency=concurrency, rate=rate)
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
@@ -130,18 +139,19 @@ class Registry:
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float = 30.0,
-        retry_delays_s: tuple[float, ...] | None = None,
+        retry: Backoff | Delays | Sequence[float] | None = None,
     ) -> Callable[[_F], _F]:
         """Register the handler for a message this service received but no handler's
         type matches (a replayed or re-typed message, a foreign publisher's `type` property
         that differs from its routing key). It adds no binding: the service still receives
         only the types its other handlers are bound to."""
         _check_limits("fallback", max_attempts, timeout)
+        schedule = _schedule("fallback", retry)
 
         def register(func: _F) -> _F:
             if self._fallback is not None:
                 raise ConfigurationError(f"service {self.service!r} already has a fallback")
-            self._fallback = _spec(FALLBACK, func, max_attempts, timeout, None, retry_delays_s)
+            self._fallback = _spec(FALLBACK, func, max_attempts, timeout, None, schedule)
             return func
 
         return register
@@ -180,13 +190,22 @@ def _check_throttle(name: str, concurrency: int | None, rate: float | None) -> N
         raise ConfigurationError(f"{name}: rate must be positive (handler starts per second)")
 
 
+def _schedule(name: str, retry: Backoff | Delays | Sequence[float] | None) -> RetrySchedule | None:
+    if retry is None:
+        return None
+    try:
+        return retry_schedule(retry)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{name}: retry={retry!r}: {exc}") from None
+
+
 def _spec(
     type_pattern: str,
     func: Callable[..., Any],
     max_attempts: int,
     timeout: float,
     model: type[BaseModel] | None,
-    retry_delays_s: tuple[float, ...] | None,
+    retry: RetrySchedule | None,
 ) -> HandlerSpec:
     return HandlerSpec(
         type_pattern=type_pattern,
@@ -194,7 +213,7 @@ def _spec(
         max_attempts=max_attempts,
         timeout_s=float(timeout),
         model=model,
-        retry_delays_s=retry_delays_s,
+        retry=retry,
         wants_envelope=_positional_count(func) >= 2,
     )
 

@@ -31,12 +31,13 @@ import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
-from common.copies import deferred_copy, failure_copy, retry_copy
+from common.copies import failure_copy, held_copy, retry_copy
+from common.delays import REQUEUE_TARGET, delay_routing_key
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
-from consumer.policy import Outcome, Quarantine, Retry
+from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
 
 __all__ = ["DeliveryContext", "Settled", "Settler"]
 
@@ -55,6 +56,7 @@ class Settled(enum.StrEnum):
     ACKED = "ack"
     RETRIED = "retry"
     QUARANTINED = "quarantine"
+    HELD = "held"  # a foreign publisher's deliver-at is ahead: waits in the delay levels
     DEFERRED = "deferred"  # its handler was at its limit: back to the tail of its queue
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
@@ -102,13 +104,13 @@ class Settler:
         self._service = service
         self._consumer_name = consumer_name
         self._timeout_s = publish_timeout_s
-        self._retry: AbstractExchange | None = None
+        self._delay: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
         self._requeue: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
+        self._delay = await self._channel.get_exchange(self._names.delay, ensure=False)
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
         self._requeue = await self._channel.get_exchange(self._names.requeue, ensure=False)
 
@@ -155,7 +157,7 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._retry is not None, "Settler.open() was not awaited"
+        assert self._delay is not None, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -166,19 +168,45 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        tier = self._names.retry_queue(decision.delay_s)
+        key = delay_routing_key(decision.delay_s, REQUEUE_TARGET)
         try:
-            await self._publish(delivery, self._retry, copy, tier)
+            await self._publish(delivery, self._delay, copy, key, "retry")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
             # Kept with the true reason rather than left to the broker's bare "rejected".
             instead = Quarantine(
-                f"retry_not_confirmed: the copy for retry tier {tier} was not confirmed "
-                f"({refused}); replay it once that tier takes messages again"
+                f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
+                f"{self._names.delay} was not confirmed ({refused}); replay it once the "
+                "delay levels take messages again"
             )
             return await self.quarantine(delivery, instead, context, outcome)
         return self._acked_as(delivery, Settled.RETRIED)
+
+    async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
+        """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
+        assert self._delay is not None, "Settler.open() was not awaited"
+        copy = held_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+            attempt=context.attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
+        )
+        try:
+            key = delay_routing_key(delay_s, REQUEUE_TARGET)
+            await self._publish(delivery, self._delay, copy, key, "hold")
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused as refused:
+            instead = Quarantine(
+                f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at "
+                f"was not confirmed ({refused}); replay it when it is due"
+            )
+            outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", str(refused))
+            return await self.quarantine(delivery, instead, context, outcome)
+        return self._acked_as(delivery, Settled.HELD)
 
     async def quarantine(
         self,
@@ -202,7 +230,7 @@ class Settler:
             consumer=self._consumer_name,
         )
         try:
-            await self._publish(delivery, self._dlx, copy, self._service)
+            await self._publish(delivery, self._dlx, copy, self._service, "quarantine")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused:
@@ -216,13 +244,16 @@ class Settler:
         """Back to the tail of its own queue with its attempt unchanged (its handler is at
         its limit, consumer.limits), then ack; None if the broker refused the copy."""
         assert self._requeue is not None, "Settler.open() was not awaited"
-        copy = deferred_copy(
+        copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
             original_routing_key=context.original_routing_key,
+            attempt=context.attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
         )
         try:
-            await self._publish(delivery, self._requeue, copy, "")
+            await self._publish(delivery, self._requeue, copy, "", "defer")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused:
@@ -235,6 +266,7 @@ class Settler:
         exchange: AbstractExchange,
         copy: aio_pika.Message,
         routing_key: str,
+        kind: str,
     ) -> None:
         """Publish until confirmed; `_Refused` if the broker says no, `_ChannelGone` if the
         delivery's channel closed first."""
@@ -245,7 +277,6 @@ class Settler:
                 started = time.monotonic()
                 await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
                 if self._on_confirmed is not None:
-                    kind = _copy_kind(exchange is self._retry, exchange is self._requeue)
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
@@ -272,15 +303,11 @@ class Settler:
             routing_key=routing_key,
             error=_describe(exc),
             fallback="a quarantine copy"
-            if exchange is self._retry
+            if exchange is self._delay
             else "run it here once its handler has room"
             if exchange is self._requeue
             else "reject to the dead-letter exchange",
         )
-
-
-def _copy_kind(retry: bool, deferral: bool) -> str:
-    return "retry" if retry else "defer" if deferral else "quarantine"
 
 
 def _describe(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
     Decision,
+    Delays,
     Outcome,
     Quarantine,
     Retry,
@@ -93,7 +94,8 @@ class Harness:
         self.registry = registry
         self._settings = settings or HoplineSettings.model_construct()
         self._priorities = self._settings.priority_order
-        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, self._delays(None))
+        self._default_schedule = Delays(tuple(self._settings.retry_delays_s))
+        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, self._default_schedule)
 
     async def send(
         self,
@@ -163,8 +165,5 @@ class Harness:
             outcome = await run_handler(spec, envelope, deadlines, self.registry.hooks)
         finally:
             await deadlines.close()
-        policy = RetryPolicy(spec.max_attempts, self._delays(spec.retry_delays_s))
+        policy = RetryPolicy(spec.max_attempts, spec.retry or self._default_schedule)
         return Result(decide(outcome, attempt, policy), outcome)
-
-    def _delays(self, own: tuple[float, ...] | None) -> tuple[float, ...]:
-        return own or tuple(self._settings.retry_delays_s)

@@ -21,11 +21,12 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
+from common.delays import delay_bucket, held_for
 from common.envelope import decode_delivery, original_routing_key
-from common.errors import ConfigurationError, UndecodableMessageError
+from common.errors import UndecodableMessageError
 from common.headers import read_attempt
+from common.legacy_tiers import find_legacy_tiers
 from common.logging import get_logger
-from common.names import format_delay
 from common.topology import Topology, service_topology
 from common.tracing import process_span, tracing_enabled
 from consumer.acks import AckBatcher
@@ -40,6 +41,7 @@ from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
     Decision,
+    Delays,
     Outcome,
     OutcomeKind,
     Quarantine,
@@ -75,7 +77,8 @@ class Worker:
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
-        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, tuple(settings.retry_delays_s))
+        self._default_schedule = Delays(tuple(settings.retry_delays_s))
+        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, self._default_schedule)
         # Built once: `settings.priority_order` makes a new tuple on every call, and decoding
         # needs it for every delivery.
         self._priorities = settings.priority_order
@@ -102,14 +105,7 @@ class Worker:
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
-        delays = spec.retry_delays_s or tuple(self.settings.retry_delays_s)
-        missing = set(delays) - set(self.settings.retry_delays_s)
-        if missing:
-            raise ConfigurationError(
-                f"handler {spec.type_pattern!r} asks for retry delays {sorted(missing)} that are "
-                f"not retry tiers; HOPLINE_RETRY_DELAYS_S is {self.settings.retry_delays_s}"
-            )
-        return RetryPolicy(spec.max_attempts, delays)
+        return RetryPolicy(spec.max_attempts, spec.retry or self._default_schedule)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -129,6 +125,7 @@ class Worker:
                 settings, self.service, self.registry.type_patterns, broker_version(connection)
             )
             await declare_topology(connection, self._topology)
+            await _report_legacy_tiers(connection, settings)
             connection.reconnect_callbacks.add(self._redeclare)
             self._watch_connection(connection)
 
@@ -313,6 +310,10 @@ class Worker:
             message_id=delivery.message_id, queue=delivery.queue, attempt=attempt, type=None
         )
         try:
+            hold_s = held_for(delivery.headers)
+            if hold_s is not None:
+                await self._hold(delivery, hold_s, attempt)
+                return
             try:
                 envelope = decode_delivery(
                     delivery,
@@ -364,6 +365,17 @@ class Worker:
         finally:
             reset_contextvars(**tokens)
 
+    async def _hold(self, delivery: Delivery, hold_s: float, attempt: int) -> None:
+        """A foreign publisher's `x-hopline-deliver-at` is ahead: wait in the broker."""
+        settler = self._settler
+        assert settler is not None
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.hold(delivery, hold_s, context)
+        spec = self.registry.find(delivery.type or "")
+        type_label = spec.type_pattern if spec is not None else UNKNOWN_TYPE
+        self.metrics.settled(type_label, delivery.queue_priority, settled.value, "")
+        _log.info("message.handled", outcome=settled.value, held_s=round(hold_s, 3))
+
     @staticmethod
     def _context(
         delivery: Delivery, attempt: int, message_type: str | None, message_id: str | None
@@ -403,7 +415,7 @@ class Worker:
             settled = await settler.retry(delivery, decision, context, outcome)
             self.metrics.settled(type_label, priority, settled.value, reason)
             if settled is Settled.RETRIED:
-                delay = format_delay(decision.delay_s)
+                delay = delay_bucket(decision.delay_s)
                 self.metrics.retry_copies.labels(self.service, delay).inc()
             _log.warning(
                 "message.handled",
@@ -544,6 +556,21 @@ class Worker:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
+
+
+async def _report_legacy_tiers(
+    connection: AbstractRobustConnection, settings: ConsumerSettings
+) -> None:
+    """Retry tiers of an earlier version still exist: what waits there comes back by itself
+    (common.legacy_tiers); say so, and how to remove them once the upgrade is over."""
+    tiers = await find_legacy_tiers(connection, settings)
+    if tiers:
+        _log.warning(
+            "topology.legacy_retry_tiers",
+            tiers={tier.queue: tier.messages for tier in tiers},
+            detail="messages waiting there return to their queues when their TTL expires",
+            action="once every consumer runs this version: hopline topology retire-tiers",
+        )
 
 
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).

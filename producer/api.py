@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
@@ -11,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from common import headers as h
+from common.delays import DelayError, delay_routing_key, seconds_until
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
@@ -158,6 +161,23 @@ def _check(message: MessageIn, settings: ProducerSettings, loc: tuple[str | int,
     return body
 
 
+def _due(message: MessageIn, loc: tuple[str | int, ...]) -> datetime | None:
+    """When a scheduled message becomes due (None: now); 422 for a time in the past, too far
+    ahead, or a routing key too long to carry a delay."""
+    if message.deliver_at is None and not message.delay_s:
+        return None
+    now = datetime.now(UTC)
+    field = "deliver_at" if message.deliver_at is not None else "delay_s"
+    due = message.deliver_at or now + timedelta(seconds=message.delay_s or 0)
+    try:
+        delay_routing_key(seconds_until(due, now), f"{message.priority}.{message.type}")
+    except DelayError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": (*loc, field), "msg": str(exc), "input": None}]
+        ) from exc
+    return due.astimezone(UTC)
+
+
 def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
     return new_envelope(
         message.type,
@@ -170,19 +190,29 @@ def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
     )
 
 
-async def _publish_traced(envelope: Envelope, body: bytes, ingest: Ingest) -> None:
+async def _publish_traced(
+    envelope: Envelope, body: bytes, due: datetime | None, ingest: Ingest
+) -> None:
     """Publish one message in a PRODUCER span that continues the request's trace."""
     exchange = ingest.settings.names.ingress
     with publish_span(exchange, envelope.routing_key, ingest.trace_headers) as inject:
         message = to_message(envelope, body)
         inject(message.headers)
-        await ingest.publisher.publish(message, envelope.routing_key)
+        delay_s = None
+        if due is not None:
+            message.headers[h.DELIVER_AT] = due.isoformat()
+            delay_s = max(0.0, (due - datetime.now(UTC)).total_seconds())
+        await ingest.publisher.publish(message, envelope.routing_key, delay_s)
 
 
-async def _publish(message: MessageIn, body: bytes, ingest: Ingest) -> MessageAccepted:
+async def _publish(
+    message: MessageIn, body: bytes, due: datetime | None, ingest: Ingest
+) -> MessageAccepted:
     envelope = _envelope(message, ingest.settings)
-    await _publish_traced(envelope, body, ingest)
-    return MessageAccepted(message_id=envelope.message_id, routing_key=envelope.routing_key)
+    await _publish_traced(envelope, body, due, ingest)
+    return MessageAccepted(
+        message_id=envelope.message_id, routing_key=envelope.routing_key, deliver_at=due
+    )
 
 
 @router.post(
@@ -194,11 +224,12 @@ async def _publish(message: MessageIn, body: bytes, ingest: Ingest) -> MessageAc
 async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted:
     settings, key = ingest.settings, ingest.key
     body = _check(message, settings, ("body",))
+    due = _due(message, ("body",))
     if key is not None:
         key.check_message(message.type, message.priority)
         key.spend(1)
     try:
-        accepted = await _publish(message, body, ingest)
+        accepted = await _publish(message, body, due, ingest)
     except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
         raise ServiceUnavailable(str(exc)) from exc
     _log.info("message.accepted", message_id=accepted.message_id, routing_key=accepted.routing_key)
@@ -229,6 +260,9 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
         _check(message, settings, ("body", "messages", index))
         for index, message in enumerate(batch.messages)
     ]
+    dues = [
+        _due(message, ("body", "messages", index)) for index, message in enumerate(batch.messages)
+    ]
     if key is not None:
         for message in batch.messages:
             key.check_message(message.type, message.priority)
@@ -239,13 +273,13 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
     envelopes = [_envelope(message, settings) for message in batch.messages]
     outcomes = await asyncio.gather(
         *(
-            _publish_traced(envelope, body, ingest)
-            for envelope, body in zip(envelopes, bodies, strict=True)
+            _publish_traced(envelope, body, due, ingest)
+            for envelope, body, due in zip(envelopes, bodies, dues, strict=True)
         ),
         return_exceptions=True,
     )
     results = []
-    for index, (envelope, outcome) in enumerate(zip(envelopes, outcomes, strict=True)):
+    for index, (envelope, due, outcome) in enumerate(zip(envelopes, dues, outcomes, strict=True)):
         if isinstance(outcome, BaseException) and not isinstance(
             outcome, BrokerUnavailableError | PublishNotConfirmedError
         ):
@@ -256,6 +290,7 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
                 status="failed" if outcome else "accepted",
                 message_id=envelope.message_id,
                 routing_key=envelope.routing_key,
+                deliver_at=due,
                 error=str(outcome) if outcome else None,
             )
         )

@@ -58,11 +58,11 @@ async def test_on_the_broker_a_reservation_is_acked(hopline_service: ServiceFact
 async def test_on_the_broker_a_large_reservation_goes_through_its_retries_to_quarantine(
     hopline_service: ServiceFactory,
 ) -> None:
-    service = await hopline_service(registry, retry_delays_s=[0.2])
+    service = await hopline_service(registry, retry_delays_s=[1])
     await service.publish("stock.reserve", {"sku": "pear", "quantity": 500}, message_id="r-1")
     first, second, third = await service.results("r-1", count=3)
-    assert first.retry == Retry(delay_s=0.2, next_attempt=2)
-    assert second.retry == Retry(delay_s=0.2, next_attempt=3)
+    assert first.retry == Retry(delay_s=1.0, next_attempt=2)
+    assert second.retry == Retry(delay_s=1.0, next_attempt=3)
     assert third.quarantine is not None
     assert third.quarantine.reason.startswith("gave up after 3 attempts")
 

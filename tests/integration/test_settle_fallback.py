@@ -62,11 +62,12 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
     calls: list[int] = []
     settings = consumer_settings(amqp_url)
     async with running_worker(settings, _registry(calls)):
-        # Given the first retry tier is gone (deleted by hand), so a retry copy is returned
+        # Given the delay levels' entry exchange is gone (deleted by hand), so the broker
+        # refuses every retry copy
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
-            await channel.queue_delete(NAMES.retry_queue(settings.retry_delays_s[0]))
+            await channel.exchange_delete(NAMES.delay)
         # When a handler fails transiently on its first attempt
         await _publish(amqp_url, 1)
         await wait_until(
@@ -76,7 +77,7 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
     [message] = await drain(amqp_url, QUARANTINE)
     failed = failed_from_delivery(message)
     assert calls == [1]
-    assert failed.reason.startswith("retry_not_confirmed: the copy for retry tier"), failed.reason
+    assert failed.reason.startswith("retry_not_confirmed: the copy for a 1 s delay"), failed.reason
     assert failed.error_type == "RetryableError"
     assert failed.attempts == 1
     assert await queue_depth(amqp_url, WORK_QUEUE) == 0

@@ -27,7 +27,7 @@ def _environment(amqp_url: str, extra: dict[str, str]) -> dict[str, str]:
         {
             "HOPLINE_AMQP_URL": amqp_url,
             "HOPLINE_LOG_FORMAT": "json",
-            "HOPLINE_RETRY_DELAYS_S": "0.2,0.5",
+            "HOPLINE_RETRY_DELAYS_S": "1",
             "HOPLINE_INGESTION_OPEN": "true",  # tests that need keys set HOPLINE_API_KEYS
             "PYTHONPATH": str(ROOT),
         }

@@ -25,11 +25,13 @@ class SelectivelyFailingPublisher(FakePublisher):
         super().__init__()
         self.failures: dict[str, Exception] = {}
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
         failure = self.failures.get(message.message_id or "")
         if failure is not None:
             raise failure
-        await super().publish(message, routing_key)
+        await super().publish(message, routing_key, delay_s)
 
 
 @pytest.fixture
@@ -72,6 +74,7 @@ async def test_a_valid_message_is_published_with_its_envelope(
         "status": "accepted",
         "message_id": "my-id-1",
         "routing_key": "high.orders.created",
+        "deliver_at": None,
     }
     [(routing_key, message)] = publisher.published
     assert routing_key == "high.orders.created"
@@ -202,6 +205,7 @@ async def test_a_batch_where_some_items_fail_is_202_saying_which_failed_and_why(
                 "status": "failed" if n in (1, 3) else "accepted",
                 "message_id": f"b-{n}",
                 "routing_key": "normal.jobs.run",
+                "deliver_at": None,
                 "error": {1: unreachable, 3: unconfirmed}.get(n),
             }
             for n in range(5)
