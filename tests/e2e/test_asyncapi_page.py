@@ -5,83 +5,53 @@ Content-Security-Policy blocks."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
 from common.asyncapi import asyncapi_document
 from common.settings import HoplineSettings
 from consumer.examples import registry
-from deploy.local.broker import free_port
 from tests.support.broker import Vhost
-from tests.support.needs import missing
-from tests.support.processes import service_process
-from tests.support.wait import wait_until
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.support.browser import chromium, running_producer
+from tests.support.browser import chromium_path as chromium_path_or_skip
 
 
 @pytest.fixture
 def chromium_path() -> str:
-    if CHROMIUM is None:
-        missing("the AsyncAPI page test needs Chromium (`make browser` installs it)")
-    return CHROMIUM
+    return chromium_path_or_skip("AsyncAPI")
 
 
 async def test_the_page_shows_each_channel_its_payload_schema_and_the_headers(
     vhost: Vhost, tmp_path: Path, chromium_path: str
 ) -> None:
-    from playwright.async_api import async_playwright
-
     contract = tmp_path / "asyncapi.json"
     contract.write_text(json.dumps(asyncapi_document(HoplineSettings(), [registry])))
-    port = free_port()
-    with service_process(
-        "producer",
-        vhost.amqp_url,
-        tmp_path / "producer.log",
-        HOPLINE_PORT=str(port),
-        HOPLINE_ASYNCAPI_FILE=str(contract),
+    async with (
+        running_producer(
+            vhost.amqp_url, tmp_path / "producer.log", HOPLINE_ASYNCAPI_FILE=str(contract)
+        ) as base,
+        chromium(chromium_path) as browser,
     ):
-        base = f"http://127.0.0.1:{port}"
+        page = await browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
 
-        async def up() -> bool:
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (await client.get(base + "/asyncapi.json")).status_code == 200
-            except httpx.TransportError:
-                return False
+        await page.goto(base + "/asyncapi")
+        await page.wait_for_selector("h3:has-text('orders.created to service demo')")
 
-        await wait_until(up, timeout_s=20, interval_s=0.2, message="producer not serving")
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=chromium_path,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
-            try:
-                page = await browser.new_page()
-                problems: list[str] = []
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda error: problems.append(str(error)))
-                requested: list[str] = []
-                page.on("request", lambda request: requested.append(request.url))
-                failed: list[str] = []
-                page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-
-                await page.goto(base + "/asyncapi")
-                await page.wait_for_selector("h3:has-text('orders.created to service demo')")
-
-                text = await page.inner_text("body")
-                assert "normal.orders.created" in text  # the routing keys per priority
-                assert '"amount_cents"' in text  # OrderCreated's JSON Schema
-                assert "x-hopline-attempt" in await page.inner_text("#headers")
-                assert "message_id" in await page.inner_text("#properties")
-                # No script error and nothing the CSP refused; the browser's own favicon
-                # request is the one answer that may fail
-                assert [p for p in problems if not p.startswith("Failed to load resource")] == []
-                assert set(failed) <= {base + "/favicon.ico"}
-                assert all(url.startswith(base) for url in requested)
-            finally:
-                await browser.close()
+        text = await page.inner_text("body")
+        assert "normal.orders.created" in text  # the routing keys per priority
+        assert '"amount_cents"' in text  # OrderCreated's JSON Schema
+        assert "x-hopline-attempt" in await page.inner_text("#headers")
+        assert "message_id" in await page.inner_text("#properties")
+        # No script error and nothing the CSP refused; the browser's own favicon request is
+        # the one answer that may fail
+        assert [p for p in problems if not p.startswith("Failed to load resource")] == []
+        assert set(failed) <= {base + "/favicon.ico"}
+        assert all(url.startswith(base) for url in requested)
