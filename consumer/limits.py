@@ -10,13 +10,15 @@ waits only while the wait is short and bounded, and holds no handler slot meanwh
     rate:        a start reserved within max(1 s, 1/rate) -> sleep until then and run;
                  else deferred (nothing reserved)
 
-Deferred means republished with a confirm to the requeue exchange with `x-hopline-queue`
-= its own queue (the way a retry comes back), its attempt unchanged, then acked: it goes
-to the tail of its queue and is read again later. It is never nacked with requeue: quorum
-queues would count that towards the delivery limit and quarantine a healthy message.
-So a limited type holds at most twice its concurrency of the window; the price is that
-while it is saturated, its excess circulates through the queue (one confirmed publish and
-one ack per pass; bench/README.md measures it). Limits count per consumer process.
+Deferred means a confirmed copy with its attempt unchanged, then an ack: under a rate, into
+the delay levels until the rate has a start nobody reserved (the way a retry waits); under a
+concurrency limit, whose places free up at any moment, straight to the tail of its queue
+through the requeue exchange (`x-hopline-queue` = its own queue). Either way it comes back
+to the same queue. It is never nacked with requeue: quorum queues would count that towards
+the delivery limit and quarantine a healthy message. So a limited type holds at most twice
+its concurrency of the window; the price is that while a concurrency limit is saturated,
+its excess circulates through the queue (one confirmed publish and one ack per pass;
+bench/README.md measures it). Limits count per consumer process.
 
 `TokenBucket` is pure (time passed in); `HandlerLimit` adds the waiting.
 """
@@ -51,6 +53,10 @@ class TokenBucket:
             return None
         self._next_s = start + self._interval_s
         return start - now
+
+    def free_in_s(self, now: float) -> float:
+        """Seconds until the first start nobody reserved yet."""
+        return max(0.0, self._next_s - now)
 
     @property
     def interval_s(self) -> float:
@@ -96,6 +102,14 @@ class HandlerLimit:
     def leave(self) -> None:
         if self._places is not None:
             self._places.release()
+
+    def deferral_s(self) -> float:
+        """How long a delivery this limit refused should stay away: until the rate has a
+        start nobody reserved (0 under a concurrency limit alone: its places free up at
+        any moment)."""
+        if self._bucket is None:
+            return 0.0
+        return self._bucket.free_in_s(asyncio.get_running_loop().time())
 
     @property
     def taken(self) -> int:

@@ -240,10 +240,13 @@ class Settler:
             return Settled.LEFT
         return self._acked_as(delivery, Settled.QUARANTINED)
 
-    async def defer(self, delivery: Delivery, context: DeliveryContext) -> Settled | None:
-        """Back to the tail of its own queue with its attempt unchanged (its handler is at
-        its limit, consumer.limits), then ack; None if the broker refused the copy."""
-        assert self._requeue is not None, "Settler.open() was not awaited"
+    async def defer(
+        self, delivery: Delivery, context: DeliveryContext, delay_s: float
+    ) -> Settled | None:
+        """Back to its own queue with its attempt unchanged (its handler is at its limit,
+        consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
+        the queue when it is 0; then ack. None if the broker refused the copy."""
+        assert self._requeue is not None and self._delay is not None, "Settler.open() first"
         copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -253,7 +256,11 @@ class Settler:
             message_id=context.message_id,
         )
         try:
-            await self._publish(delivery, self._requeue, copy, "", "defer")
+            if delay_s > 0:
+                key = delay_routing_key(delay_s, REQUEUE_TARGET)
+                await self._publish(delivery, self._delay, copy, key, "defer")
+            else:
+                await self._publish(delivery, self._requeue, copy, "", "defer")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused:

@@ -261,7 +261,7 @@ class Worker:
             await self._handle(delivery)
             return
         if not await limit.enter():
-            if await self._defer(delivery):
+            if await self._defer(delivery, limit.deferral_s()):
                 return
             await limit.enter(bounded=False)  # the broker refused the deferral: wait here
         try:
@@ -269,7 +269,7 @@ class Worker:
         finally:
             limit.leave()
 
-    async def _defer(self, delivery: Delivery) -> bool:
+    async def _defer(self, delivery: Delivery, delay_s: float) -> bool:
         """False if the broker refused the deferred copy (the delivery is still ours)."""
         settler = self._settler
         assert settler is not None
@@ -277,8 +277,13 @@ class Worker:
             return True  # its channel closed: the broker redelivers it
         attempt = read_attempt(delivery.headers)
         context = self._context(delivery, attempt, delivery.type, delivery.message_id)
-        settled = await settler.defer(delivery, context)
-        _log.debug("message.deferred", queue=delivery.queue, message_id=delivery.message_id)
+        settled = await settler.defer(delivery, context, delay_s)
+        _log.debug(
+            "message.deferred",
+            queue=delivery.queue,
+            message_id=delivery.message_id,
+            delay_s=round(delay_s, 3),
+        )
         return settled is not None
 
     async def _handle_alone(self, delivery: Delivery) -> None:

@@ -4,6 +4,7 @@ bounded queue of waiters, and the registry options that set them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -103,3 +104,29 @@ def test_a_handlers_limits_are_on_its_spec() -> None:
     spec = registry.find("orders.created")
     assert spec is not None
     assert (spec.concurrency, spec.rate) == (3, 10)
+
+
+async def test_a_delivery_refused_by_the_rate_stays_away_until_a_start_is_free() -> None:
+    limit = HandlerLimit(concurrency=None, rate=0.5)  # starts 2 s apart; waits up to 2 s
+    assert await limit.enter()
+    waiting = asyncio.create_task(limit.enter())  # the start 2 s from now is its
+    await asyncio.sleep(0)
+
+    assert not await limit.enter()
+    assert 3.9 < limit.deferral_s() <= 4.0  # the first start nobody reserved: 4 s from then
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_delivery_refused_by_concurrency_alone_goes_back_at_once() -> None:
+    limit = HandlerLimit(concurrency=1, rate=None)
+    assert await limit.enter()
+    waiting = asyncio.create_task(limit.enter())
+    await asyncio.sleep(0)
+
+    assert not await limit.enter()
+    assert limit.deferral_s() == 0.0
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
