@@ -19,6 +19,7 @@ from bench.broker import private_broker
 from bench.context import Config, Context
 from bench.report import machine, print_table, write_json
 from bench.scenarios_amqp import drain, failure_path, limits, priority
+from bench.scenarios_delays import delays
 from bench.scenarios_http import ingestion, latency
 from bench.scenarios_peers import peers, producer_rss, scale_out
 
@@ -29,6 +30,7 @@ SCENARIOS = {
     "priority": priority,
     "failure": failure_path,
     "limits": limits,
+    "delays": delays,
     "peers": peers,
     "scaleout": scale_out,
 }

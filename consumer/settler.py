@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
 from common.copies import failure_copy, held_copy, retry_copy
-from common.delays import REQUEUE_TARGET, delay_routing_key
+from common.delays import REQUEUE_TARGET, delay_exchanges, delay_route
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
@@ -104,13 +104,16 @@ class Settler:
         self._service = service
         self._consumer_name = consumer_name
         self._timeout_s = publish_timeout_s
-        self._delay: AbstractExchange | None = None
+        self._delays: dict[str, AbstractExchange] = {}
         self._dlx: AbstractExchange | None = None
         self._requeue: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._delay = await self._channel.get_exchange(self._names.delay, ensure=False)
+        self._delays = {
+            name: await self._channel.get_exchange(name, ensure=False)
+            for name in delay_exchanges(self._names)
+        }
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
         self._requeue = await self._channel.get_exchange(self._names.requeue, ensure=False)
 
@@ -157,7 +160,6 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._delay is not None, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -168,24 +170,17 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        key = delay_routing_key(decision.delay_s, REQUEUE_TARGET)
-        try:
-            await self._publish(delivery, self._delay, copy, key, "retry")
-        except _ChannelGone:
-            return Settled.LEFT
-        except _Refused as refused:
-            # Kept with the true reason rather than left to the broker's bare "rejected".
-            instead = Quarantine(
-                f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
-                f"{self._names.delay} was not confirmed ({refused}); replay it once the "
-                "delay levels take messages again"
-            )
-            return await self.quarantine(delivery, instead, context, outcome)
-        return self._acked_as(delivery, Settled.RETRIED)
+        refusal = (
+            f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
+            f"{self._names.delay} was not confirmed ({{}}); replay it once the delay levels "
+            "take messages again"
+        )
+        return await self._delayed(
+            delivery, copy, decision.delay_s, Settled.RETRIED, context, outcome, refusal
+        )
 
     async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
         """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
-        assert self._delay is not None, "Settler.open() was not awaited"
         copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -194,19 +189,36 @@ class Settler:
             message_type=context.message_type,
             message_id=context.message_id,
         )
+        refusal = (
+            f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at was "
+            "not confirmed ({}); replay it when it is due"
+        )
+        outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", refusal.format("refused"))
+        return await self._delayed(delivery, copy, delay_s, Settled.HELD, context, outcome, refusal)
+
+    async def _delayed(
+        self,
+        delivery: Delivery,
+        copy: aio_pika.Message,
+        delay_s: float,
+        settled: Settled,
+        context: DeliveryContext,
+        outcome: Outcome,
+        refusal: str,
+    ) -> Settled:
+        """Publish `copy` into the delay levels, back to its queue when due, then ack; a
+        refused copy is quarantined with `refusal` (its `{}` the broker's answer) rather than
+        left to the broker's bare "rejected"."""
+        assert self._delays, "Settler.open() was not awaited"
+        exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
         try:
-            key = delay_routing_key(delay_s, REQUEUE_TARGET)
-            await self._publish(delivery, self._delay, copy, key, "hold")
+            await self._publish(delivery, self._delays[exchange], copy, key, settled.value)
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
-            instead = Quarantine(
-                f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at "
-                f"was not confirmed ({refused}); replay it when it is due"
-            )
-            outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", str(refused))
+            instead = Quarantine(refusal.format(refused))
             return await self.quarantine(delivery, instead, context, outcome)
-        return self._acked_as(delivery, Settled.HELD)
+        return self._acked_as(delivery, settled)
 
     async def quarantine(
         self,
@@ -246,7 +258,7 @@ class Settler:
         """Back to its own queue with its attempt unchanged (its handler is at its limit,
         consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
         the queue when it is 0; then ack. None if the broker refused the copy."""
-        assert self._requeue is not None and self._delay is not None, "Settler.open() first"
+        assert self._requeue is not None and self._delays, "Settler.open() was not awaited"
         copy = held_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -257,8 +269,8 @@ class Settler:
         )
         try:
             if delay_s > 0:
-                key = delay_routing_key(delay_s, REQUEUE_TARGET)
-                await self._publish(delivery, self._delay, copy, key, "defer")
+                exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
+                await self._publish(delivery, self._delays[exchange], copy, key, "defer")
             else:
                 await self._publish(delivery, self._requeue, copy, "", "defer")
         except _ChannelGone:
@@ -287,12 +299,12 @@ class Settler:
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
-                self._log_refused(exchange, routing_key, exc)
+                self._log_refused(exchange, routing_key, exc, kind)
                 raise _Refused(_describe(exc)) from exc
             except Exception as exc:
                 if not self._channel.is_closed or interruption == _MAX_INTERRUPTIONS:
                     # An open channel that did not confirm in time: the broker's answer.
-                    self._log_refused(exchange, routing_key, exc)
+                    self._log_refused(exchange, routing_key, exc, kind)
                     raise _Refused(_describe(exc)) from exc
                 _log.warning(
                     "copy.interrupted",
@@ -303,16 +315,18 @@ class Settler:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _log_refused(self, exchange: AbstractExchange, routing_key: str, exc: Exception) -> None:
+    def _log_refused(
+        self, exchange: AbstractExchange, routing_key: str, exc: Exception, kind: str
+    ) -> None:
         _log.warning(
             "copy.not_confirmed",
             exchange=exchange.name,
             routing_key=routing_key,
             error=_describe(exc),
             fallback="a quarantine copy"
-            if exchange is self._delay
+            if kind not in ("quarantine", "defer")
             else "run it here once its handler has room"
-            if exchange is self._requeue
+            if kind == "defer"
             else "reject to the dead-letter exchange",
         )
 

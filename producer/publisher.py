@@ -19,7 +19,7 @@ from aiormq.exceptions import ChannelAccessRefused
 
 from common.connection import access_refused_error, broker_version, connect
 from common.declare import declare_topology
-from common.delays import publish_route
+from common.delays import delay_exchanges, publish_route
 from common.errors import BrokerUnavailableError, HoplineError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.settings import HoplineSettings
@@ -92,7 +92,7 @@ class BrokerPublisher:
             names = self._settings.names
             self._exchanges = {
                 name: await self._channel.get_exchange(name, ensure=False)
-                for name in (names.ingress, names.delay)
+                for name in (names.ingress, *delay_exchanges(names))
             }
         except BaseException:
             await connection.close()

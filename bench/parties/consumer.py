@@ -139,7 +139,7 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
 
     if mode == "failure":
 
-        @registry.handler(MESSAGE_TYPE, max_attempts=max_attempts, retry_delays_s=(0.2,))
+        @registry.handler(MESSAGE_TYPE, max_attempts=max_attempts, retry=(0,))
         async def flaky(payload: Any) -> None:
             nonlocal quarantined
             index = payload["i"]

@@ -23,6 +23,7 @@ from common.settings import HoplineSettings
 from common.topology import service_topology
 from consumer.cli import app
 from consumer.registry import Registry
+from tests.support.legacy import declare_legacy_tier
 from tests.support.pipeline import consumer_settings, queue_depth, running_worker
 from tests.support.wait import wait_until
 
@@ -36,25 +37,12 @@ async def _earlier_version_with_a_waiting_retry(amqp_url: str, tier_delay_s: flo
     """The work queues as every version declares them, an old tier, and a retry copy in it
     (attempt 2, bound for `WORK_QUEUE`), as an earlier consumer published it."""
     settings = HoplineSettings(amqp_url=SecretStr(amqp_url))
-    tier = NAMES.legacy_retry_queue(tier_delay_s)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         version = broker_version(connection)  # type: ignore[arg-type]
         await declare_topology(connection, service_topology(settings, SERVICE, [TYPE], version))
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(NAMES.legacy_retry, "direct", durable=True)
-        queue = await channel.declare_queue(
-            tier,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-message-ttl": round(tier_delay_s * 1000),
-                "x-dead-letter-exchange": NAMES.requeue,
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
-        )
-        await queue.bind(exchange, tier)
+        exchange, tier = await declare_legacy_tier(channel, NAMES, tier_delay_s)
         await exchange.publish(
             aio_pika.Message(
                 b'{"amount": 5}',

@@ -48,7 +48,7 @@ def _schedulable(body: Any) -> None:
     say the rule: `deliver_at` not in the past nor over 8.5 years ahead (a well-formed one
     becomes a minute ahead), not both `delay_s` and `deliver_at` (a valid `delay_s` wins), and
     a type short enough to carry the delay's 56 characters in its routing key. Those 422s have
-    their own tests (tests/unit/test_scheduling_api.py); malformed values stay as generated."""
+    their own tests (tests/unit/test_api.py); malformed values stay as generated."""
     if not isinstance(body, dict):
         return
     batch = body.get("messages")

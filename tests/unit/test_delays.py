@@ -15,6 +15,7 @@ from common.delays import (
     REQUEUE_TARGET,
     DelayError,
     delay_bucket,
+    delay_route,
     delay_routing_key,
     held_for,
     levels_of,
@@ -94,18 +95,18 @@ def test_the_metric_label_of_a_delay_is_bounded_to_powers_of_two(
     assert delay_bucket(delay_s) == label
 
 
-def test_an_immediate_message_goes_to_the_ingress_and_a_delayed_one_to_the_levels() -> None:
-    assert publish_route(NAMES, "high.orders.created", None) == (
-        "hopline.ingress",
-        "high.orders.created",
-    )
-    assert publish_route(NAMES, "high.orders.created", 0) == (
-        "hopline.ingress",
-        "high.orders.created",
-    )
-    assert publish_route(NAMES, "high.orders.created", 3) == (
-        "hopline.delay",
-        delay_routing_key(3, "high.orders.created"),
+def test_an_immediate_message_goes_to_the_ingress_and_a_delayed_one_to_its_top_level() -> None:
+    key = "high.orders.created"
+    assert publish_route(NAMES, key, None) == ("hopline.ingress", key)
+    assert publish_route(NAMES, key, 0) == ("hopline.ingress", key)
+    assert publish_route(NAMES, key, 3) == ("hopline.delay.1", delay_routing_key(3, key))
+    assert publish_route(NAMES, key, 37) == ("hopline.delay.5", delay_routing_key(37, key))
+
+
+def test_a_retry_without_a_wait_enters_at_due() -> None:
+    assert delay_route(NAMES, 0, REQUEUE_TARGET) == (
+        "hopline.delay.due",
+        delay_routing_key(0, REQUEUE_TARGET),
     )
 
 
@@ -123,11 +124,11 @@ def walk(topology: Topology, exchange: str, key: str, queues: list[str]) -> None
             queues.append(binding.destination)
 
 
-def hops(topology: Topology, key: str) -> list[str]:
+def hops(topology: Topology, key: str, entry: str = NAMES.delay) -> list[str]:
     """Every queue the message sits in, from publish to its destination."""
     path: list[str] = []
     reached: list[str] = []
-    walk(topology, NAMES.delay, key, reached)
+    walk(topology, entry, key, reached)
     while reached:
         (queue,) = reached  # a delayed message is in exactly one place at a time
         path.append(queue)
@@ -152,6 +153,16 @@ def test_a_scheduled_message_waits_in_its_levels_then_reaches_its_type_s_queue(
         *(NAMES.delay_level(level) for level in levels_of(delay_s)),
         "hopline.orders.high",
     ]
+
+
+@pytest.mark.parametrize("delay_s", [0, 1, 5, 37, 86_400])
+def test_entering_at_the_top_level_of_the_delay_takes_the_same_path_as_at_the_entry(
+    delay_s: int,
+) -> None:
+    target = "low.orders.created"
+    exchange, key = delay_route(NAMES, delay_s, target)
+
+    assert hops(TOPOLOGY, key, exchange) == hops(TOPOLOGY, key)
 
 
 def test_a_retry_leaves_the_levels_for_requeue_whatever_its_original_key() -> None:
