@@ -17,7 +17,13 @@ import aio_pika
 from common import headers as h
 from common.envelope import IncomingLike
 
-__all__ = ["CopySource", "failure_copy", "held_copy", "kept_headers", "retry_copy"]
+__all__ = [
+    "CopySource",
+    "failure_copy",
+    "held_copy",
+    "kept_headers",
+    "retry_copy",
+]
 
 
 class CopySource(IncomingLike, Protocol):

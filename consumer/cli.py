@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common import headers as h
 from common.apikeys import ApiKeySpec, hash_key, new_key
+from common.asyncapi import asyncapi_document
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.definitions import (
@@ -166,6 +167,24 @@ def topology_export(
         text = json.dumps(document, indent=2) + "\n"
     else:
         text = to_mermaid(topology)
+    _emit(text, out)
+
+
+@app.command("asyncapi")
+def asyncapi(
+    handlers: HandlersOption = None,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+    version: Annotated[str, typer.Option(help="The document's info.version")] = "1.0.0",
+) -> None:
+    """Print the AMQP contract of the given services as an AsyncAPI 3.0.0 document (offline):
+    routing keys, payload schemas, properties and headers. The producer serves the file
+    named by HOPLINE_ASYNCAPI_FILE at /asyncapi.json and renders it at /asyncapi."""
+    registries = [load_registry(path) for path in handlers or ()]
+    document = asyncapi_document(_settings(), registries, version=version)
+    _emit(json.dumps(document, indent=2) + "\n", out)
+
+
+def _emit(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
     else:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from common.envelope import Envelope
 from common.errors import ConfigurationError
 from common.names import is_valid_message_type, topic_matches
 from consumer.policy import (
@@ -21,9 +24,12 @@ from consumer.policy import (
     retry_schedule,
 )
 
-__all__ = ["FALLBACK", "HandlerFunc", "HandlerSpec", "Registry"]
+__all__ = ["FALLBACK", "HandlerFunc", "HandlerSpec", "Middleware", "Registry"]
 
 HandlerFunc = Callable[..., Awaitable[Any]]
+# Runs around every handler of a registry: called with the envelope, it gives an async
+# context manager entered before the handler and left after it (with its exception, if any).
+Middleware = Callable[[Envelope], AbstractAsyncContextManager[object]]
 # The fallback's name where a handler's type pattern is shown (it is not a pattern).
 FALLBACK = "(fallback)"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -40,6 +46,9 @@ class HandlerSpec:
     model: type[BaseModel] | None
     retry: RetrySchedule | None  # None: the service's HOPLINE_RETRY_DELAYS_S
     wants_envelope: bool
+    # Per consumer process: handler runs at once, handler starts per second (None: no limit).
+    concurrency: int | None = None
+    rate: float | None = None
 
     @property
     def name(self) -> str:
@@ -61,6 +70,20 @@ class Registry:
         self._exact: dict[str, HandlerSpec] = {}
         self._patterns: list[HandlerSpec] = []
         self._fallback: HandlerSpec | None = None
+        self._middleware: list[Middleware] = []
+
+    def middleware(self, hook: Middleware) -> Middleware:
+        """Run `hook(envelope)` around every handler of this service; usable as a decorator
+        on an `@asynccontextmanager` function. Hooks nest in the order they are registered
+        (the first is outermost) and run within the handler's time limit; an exception one
+        raises is the handler's outcome (retryable unless `PermanentError`)."""
+        self._middleware.append(hook)
+        return hook
+
+    @property
+    def hooks(self) -> tuple[Middleware, ...]:
+        """The middleware, outermost first."""
+        return tuple(self._middleware)
 
     def handler(
         self,
@@ -70,6 +93,8 @@ class Registry:
         timeout: float = 30.0,
         model: type[BaseModel] | None = None,
         retry: Backoff | Delays | Sequence[float] | None = None,
+        concurrency: int | None = None,
+        rate: float | None = None,
     ) -> Callable[[_F], _F]:
         """Register a handler for a type or a topic pattern (`orders.*`, `orders.#`).
 
@@ -82,9 +107,14 @@ class Registry:
         arrives validated as that pydantic model. `timeout` is in seconds. `retry` is the
         wait before each retry: a `Backoff`, or a list of delays in seconds (the n-th for the
         n-th retry, the last repeating); without it, the service's `HOPLINE_RETRY_DELAYS_S`.
+
+        `concurrency` (runs at once) and `rate` (starts per second) limit this handler in each
+        consumer process; a delivery over its limit does not hold up the service's other
+        types (see consumer.limits).
         """
         _check_pattern(message_type)
         _check_limits(message_type, max_attempts, timeout)
+        _check_throttle(message_type, concurrency, rate)
         schedule = _schedule(message_type, retry)
 
         def register(func: _F) -> _F:
@@ -93,6 +123,7 @@ class Registry:
             ):
                 raise ConfigurationError(f"{message_type!r} already has a handler")
             spec = _spec(message_type, func, max_attempts, timeout, model, schedule)
+            spec = dataclasses.replace(spec, concurrency=concurrency, rate=rate)
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
                 # Specific patterns first; the catch-all `#` only when nothing else matches.
@@ -150,6 +181,13 @@ def _check_limits(name: str, max_attempts: int, timeout: float) -> None:
         raise ConfigurationError(f"{name}: max_attempts must be at least 1")
     if timeout <= 0:
         raise ConfigurationError(f"{name}: timeout must be positive")
+
+
+def _check_throttle(name: str, concurrency: int | None, rate: float | None) -> None:
+    if concurrency is not None and concurrency < 1:
+        raise ConfigurationError(f"{name}: concurrency must be at least 1")
+    if rate is not None and not rate > 0:
+        raise ConfigurationError(f"{name}: rate must be positive (handler starts per second)")
 
 
 def _schedule(name: str, retry: Backoff | Delays | Sequence[float] | None) -> RetrySchedule | None:

@@ -57,6 +57,7 @@ class Settled(enum.StrEnum):
     RETRIED = "retry"
     QUARANTINED = "quarantine"
     HELD = "held"  # a foreign publisher's deliver-at is ahead: waits in the delay levels
+    DEFERRED = "deferred"  # its handler was at its limit: back to the tail of its queue
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
 
@@ -105,6 +106,7 @@ class Settler:
         self._timeout_s = publish_timeout_s
         self._delays: dict[str, AbstractExchange] = {}
         self._dlx: AbstractExchange | None = None
+        self._requeue: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
@@ -113,6 +115,7 @@ class Settler:
             for name in delay_exchanges(self._names)
         }
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
+        self._requeue = await self._channel.get_exchange(self._names.requeue, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
         """True once the copy channel is open; False if the delivery's channel closed first
@@ -249,6 +252,33 @@ class Settler:
             return Settled.LEFT
         return self._acked_as(delivery, Settled.QUARANTINED)
 
+    async def defer(
+        self, delivery: Delivery, context: DeliveryContext, delay_s: float
+    ) -> Settled | None:
+        """Back to its own queue with its attempt unchanged (its handler is at its limit,
+        consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
+        the queue when it is 0; then ack. None if the broker refused the copy."""
+        assert self._requeue is not None and self._delays, "Settler.open() was not awaited"
+        copy = held_copy(
+            delivery,
+            origin_queue=context.origin_queue,
+            original_routing_key=context.original_routing_key,
+            attempt=context.attempt,
+            message_type=context.message_type,
+            message_id=context.message_id,
+        )
+        try:
+            if delay_s > 0:
+                exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
+                await self._publish(delivery, self._delays[exchange], copy, key, "defer")
+            else:
+                await self._publish(delivery, self._requeue, copy, "", "defer")
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused:
+            return None
+        return self._acked_as(delivery, Settled.DEFERRED)
+
     async def _publish(
         self,
         delivery: Delivery,
@@ -269,12 +299,12 @@ class Settler:
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
-                self._log_refused(exchange, routing_key, exc)
+                self._log_refused(exchange, routing_key, exc, kind)
                 raise _Refused(_describe(exc)) from exc
             except Exception as exc:
                 if not self._channel.is_closed or interruption == _MAX_INTERRUPTIONS:
                     # An open channel that did not confirm in time: the broker's answer.
-                    self._log_refused(exchange, routing_key, exc)
+                    self._log_refused(exchange, routing_key, exc, kind)
                     raise _Refused(_describe(exc)) from exc
                 _log.warning(
                     "copy.interrupted",
@@ -285,14 +315,18 @@ class Settler:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _log_refused(self, exchange: AbstractExchange, routing_key: str, exc: Exception) -> None:
+    def _log_refused(
+        self, exchange: AbstractExchange, routing_key: str, exc: Exception, kind: str
+    ) -> None:
         _log.warning(
             "copy.not_confirmed",
             exchange=exchange.name,
             routing_key=routing_key,
             error=_describe(exc),
             fallback="a quarantine copy"
-            if exchange is not self._dlx
+            if kind not in ("quarantine", "defer")
+            else "run it here once its handler has room"
+            if kind == "defer"
             else "reject to the dead-letter exchange",
         )
 

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
@@ -32,12 +33,14 @@ from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
-from consumer.dispatch import run_handler
+from consumer.dispatch import run_handler, undecodable, unknown_type
 from consumer.isolation import SuspectGate, probation
+from consumer.limits import HandlerLimits
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
+    Decision,
     Delays,
     Outcome,
     OutcomeKind,
@@ -65,8 +68,12 @@ class Worker:
         registry: Registry,
         *,
         consumer_name: str | None = None,
+        on_settled: Callable[[str | None, Decision, Outcome], None] | None = None,
     ) -> None:
+        """`on_settled(message_id, decision, outcome)` learns each delivery's end once it is
+        settled (consumer.pytest_plugin waits on it)."""
         self.settings = settings
+        self._on_settled = on_settled
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
@@ -76,6 +83,8 @@ class Worker:
         # needs it for every delivery.
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
+        self._hooks = registry.hooks
+        self._limits = HandlerLimits(registry, self._priorities)
         self._slots = PrioritySlots(settings.concurrency)
         self._gate = SuspectGate()
         self.metrics = ConsumerMetrics(self.service)
@@ -202,6 +211,8 @@ class Worker:
             if delivery.redelivered:
                 self.metrics.redeliveries.labels(self.service, priority).inc()
                 await self._handle_alone(delivery)
+            elif self._limits:
+                await self._handle_limited(delivery)
             else:
                 await self._handle(delivery)
 
@@ -241,6 +252,39 @@ class Worker:
                 self._slots.release()
         finally:
             self._gate.leave()
+
+    async def _handle_limited(self, delivery: Delivery) -> None:
+        """A delivery whose handler has limits waits for its place without a handler slot,
+        or goes back to the tail of its queue (consumer.limits)."""
+        limit = self._limits.for_delivery(delivery)
+        if limit is None:
+            await self._handle(delivery)
+            return
+        if not await limit.enter():
+            if await self._defer(delivery, limit.deferral_s()):
+                return
+            await limit.enter(bounded=False)  # the broker refused the deferral: wait here
+        try:
+            await self._handle(delivery)
+        finally:
+            limit.leave()
+
+    async def _defer(self, delivery: Delivery, delay_s: float) -> bool:
+        """False if the broker refused the deferred copy (the delivery is still ours)."""
+        settler = self._settler
+        assert settler is not None
+        if not await settler.wait_until_publishable(delivery.channel):
+            return True  # its channel closed: the broker redelivers it
+        attempt = read_attempt(delivery.headers)
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.defer(delivery, context, delay_s)
+        _log.debug(
+            "message.deferred",
+            queue=delivery.queue,
+            message_id=delivery.message_id,
+            delay_s=round(delay_s, 3),
+        )
+        return settled is not None
 
     async def _handle_alone(self, delivery: Delivery) -> None:
         """A suspect (redelivered) delivery: no other handler runs with it, and every ack
@@ -284,7 +328,7 @@ class Worker:
                     redelivered=delivery.redelivered,
                 )
             except UndecodableMessageError as exc:
-                outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
+                outcome = undecodable(exc.reason)
                 await self._apply(
                     delivery,
                     decide(outcome, attempt, self._default_policy),
@@ -298,11 +342,7 @@ class Worker:
             bind_contextvars(type=envelope.message_type)  # before the handler: its lines too
             spec = self.registry.find(envelope.message_type)
             if spec is None:
-                outcome = Outcome(
-                    OutcomeKind.UNKNOWN_TYPE,
-                    "UnknownMessageType",
-                    f"service {self.service!r} has no handler for type {envelope.message_type!r}",
-                )
+                outcome = unknown_type(self.service, envelope.message_type)
                 policy = self._default_policy
                 type_label = UNKNOWN_TYPE
             else:
@@ -313,9 +353,9 @@ class Worker:
                         delivery.queue, delivery.headers, envelope.message_id, attempt
                     )
                     with span:
-                        outcome = await run_handler(spec, envelope, self._deadlines)
+                        outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
                 else:
-                    outcome = await run_handler(spec, envelope, self._deadlines)
+                    outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
                 self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
@@ -372,6 +412,7 @@ class Worker:
             settled = settler.ack(delivery)
             self.metrics.settled(type_label, priority, settled.value, "")
             _log.info("message.handled", outcome=settled.value)
+            self._observed(message_id, decision, outcome)
             return
         context = self._context(delivery, attempt, message_type, message_id)
         reason = outcome.kind.value  # a bounded class for the metric label, never the text
@@ -399,6 +440,11 @@ class Worker:
                 reason=decision.reason,
                 error_type=outcome.error_type,
             )
+        self._observed(message_id, decision, outcome)
+
+    def _observed(self, message_id: str | None, decision: Decision, outcome: Outcome) -> None:
+        if self._on_settled is not None:
+            self._on_settled(message_id, decision, outcome)
 
     async def readiness(self) -> str | None:
         """None when this worker does its job; else why not (its /readyz answer)."""

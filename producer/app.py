@@ -14,6 +14,7 @@ from common.logging import get_logger
 from producer.admin import admin_page, admin_router
 from producer.api import probes, router
 from producer.auth import KeyRing
+from producer.contract import contract_router, load_contract
 from producer.errors import add_error_responses
 from producer.gate import AuthenticateFirst
 from producer.limits import BodySizeLimit
@@ -79,6 +80,7 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.add_api_route("/metrics", metrics_page, include_in_schema=False)
     if ingestion:
         app.include_router(router)
+        app.include_router(contract_router(load_contract(settings)))
     if admin:
         # Without a token the admin surface does not exist at all (404), not even its docs.
         app.include_router(admin_router)

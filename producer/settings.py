@@ -59,6 +59,11 @@ class ProducerSettings(HoplineSettings):
         description="Accept messages without an API key (for development: `make run` sets "
         "it). Without it and without HOPLINE_API_KEYS the producer refuses to start.",
     )
+    asyncapi_file: str | None = Field(
+        None,
+        description="The AsyncAPI document served at /asyncapi.json (written by `hopline "
+        "asyncapi --handlers ... --out FILE`); unset: the ingress contract without services.",
+    )
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list,
         description="Ingestion API keys as JSON (`hopline apikey` makes one); "
