@@ -181,14 +181,7 @@ class Settler:
 
     async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
         """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
-        copy = held_copy(
-            delivery,
-            origin_queue=context.origin_queue,
-            original_routing_key=context.original_routing_key,
-            attempt=context.attempt,
-            message_type=context.message_type,
-            message_id=context.message_id,
-        )
+        copy = _unchanged_copy(delivery, context)
         refusal = (
             f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at was "
             "not confirmed ({}); replay it when it is due"
@@ -259,14 +252,7 @@ class Settler:
         consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
         the queue when it is 0; then ack. None if the broker refused the copy."""
         assert self._requeue is not None and self._delays, "Settler.open() was not awaited"
-        copy = held_copy(
-            delivery,
-            origin_queue=context.origin_queue,
-            original_routing_key=context.original_routing_key,
-            attempt=context.attempt,
-            message_type=context.message_type,
-            message_id=context.message_id,
-        )
+        copy = _unchanged_copy(delivery, context)
         try:
             if delay_s > 0:
                 exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
@@ -323,12 +309,27 @@ class Settler:
             exchange=exchange.name,
             routing_key=routing_key,
             error=_describe(exc),
-            fallback="a quarantine copy"
-            if kind not in ("quarantine", "defer")
-            else "run it here once its handler has room"
-            if kind == "defer"
-            else "reject to the dead-letter exchange",
+            fallback=_FALLBACK_OF_KIND.get(kind, "a quarantine copy"),
         )
+
+
+# What happens to a delivery whose copy of this kind the broker refused (else: quarantine).
+_FALLBACK_OF_KIND = {
+    "quarantine": "reject to the dead-letter exchange",
+    "defer": "run it here once its handler has room",
+}
+
+
+def _unchanged_copy(delivery: Delivery, context: DeliveryContext) -> aio_pika.Message:
+    """Back to its queue as it is: the same attempt, it has not run (a hold, a deferral)."""
+    return held_copy(
+        delivery,
+        origin_queue=context.origin_queue,
+        original_routing_key=context.original_routing_key,
+        attempt=context.attempt,
+        message_type=context.message_type,
+        message_id=context.message_id,
+    )
 
 
 def _describe(exc: BaseException) -> str:
