@@ -10,8 +10,8 @@ limit; the retry policy) and returns the decision instead of publishing it:
     result = await harness.send("payments.charge", {}, attempt=1)
     assert result.retry == Retry(delay_s=1.0, next_attempt=2)
 
-Nothing here talks to a broker: the broker's part (copies, confirms, the delay in a retry
-tier) is tested for real in the project's integration tests and by `consumer.pytest_plugin`.
+Nothing here talks to a broker: the broker's part (copies, confirms, the wait in the delay
+levels) is tested for real in the project's integration tests and by `consumer.pytest_plugin`.
 Concurrency and rate limits are a consumer's scheduling, not a delivery's path: a harness
 ignores them.
 """
