@@ -1,7 +1,7 @@
 """Outage protection: stop consuming while a dependency fails for every message (pure policy).
 
 When a handler's database is down, every message fails, and retries alone would march the
-whole queue through its retry tiers into quarantine. The breaker watches the failure ratio
+whole queue through its retries into quarantine. The breaker watches the failure ratio
 of recent outcomes; past a threshold it opens (the worker cancels its consumers, so messages
 stay ready in RabbitMQ), waits a cool-down, then half-opens (consumes again with a prefetch
 of `probes`). If those probes succeed it closes (normal consuming); one failure opens it

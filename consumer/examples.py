@@ -3,7 +3,7 @@
 - `orders.created` always succeeds;
 - `payments.charge` fails transiently on its first attempt (a gateway timeout) and succeeds
   on the retry, every time: `envelope.attempt` says which attempt is running;
-- `reports.render` always fails, is retried through the tiers and ends in quarantine;
+- `reports.render` always fails, is retried through the delay levels and ends in quarantine;
 - a fallback logs whatever else reaches the service (a replayed message whose type was
   edited, say); it binds nothing, so types no service handles go to `hopline.unroutable`.
 """
