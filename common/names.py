@@ -116,6 +116,16 @@ class Names:
     def dlx(self) -> str:
         return f"{self.prefix}.dlx"
 
+    @property
+    def events(self) -> str:
+        """The lifecycle events exchange (topic, `<source>.<event>`)."""
+        return f"{self.prefix}.events"
+
+    @property
+    def status(self) -> str:
+        """The status recorder's queue: every lifecycle event, waiting to be recorded."""
+        return f"{self.prefix}.status"
+
     def retry_queue(self, delay_s: float) -> str:
         return f"{self.retry}.{format_delay(delay_s)}"
 

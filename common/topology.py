@@ -27,6 +27,7 @@ __all__ = [
     "arguments_of",
     "core_topology",
     "service_topology",
+    "status_topology",
 ]
 
 _T = TypeVar("_T")
@@ -151,7 +152,8 @@ def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
 
 
 def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
-    """What exists once per prefix, whatever services run: ingress, unroutable, retry, dlx."""
+    """What exists once per prefix, whatever services run: ingress, unroutable, retry, dlx,
+    events."""
     names = settings.names
     exchanges = [
         ExchangeSpec(names.ingress, "topic", _frozen({"alternate-exchange": names.unroutable})),
@@ -159,6 +161,7 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         ExchangeSpec(names.retry, "direct"),
         ExchangeSpec(names.requeue, "headers"),
         ExchangeSpec(names.dlx, "direct"),
+        ExchangeSpec(names.events, "topic"),
     ]
     queues = [
         QueueSpec(
@@ -179,6 +182,21 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         )
         bindings.append(BindingSpec(names.retry, tier, tier))
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
+def status_topology(
+    settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE
+) -> Topology:
+    """The status recorder's queue, bound to every lifecycle event (`#`): declared by the
+    recorder and in the definitions export, so events wait there while the store is down."""
+    names = settings.names
+    queue = QueueSpec(
+        names.status,
+        _kept_forever_arguments(settings, version),
+        "lifecycle events waiting to be written to the status store",
+    )
+    binding = BindingSpec(names.events, names.status, "#")
+    return core_topology(settings, version) + Topology((), (queue,), (binding,))
 
 
 def service_topology(

@@ -39,6 +39,7 @@ from common.topology import (
     Topology,
     core_topology,
     service_topology,
+    status_topology,
 )
 from consumer.loader import load_registry
 from consumer.quarantine_cli import quarantine_app, unroutable_app
@@ -82,7 +83,7 @@ def _settings() -> HoplineSettings:
 def _topology(
     settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
 ) -> Topology:
-    topology = core_topology(settings, version)
+    topology = status_topology(settings, version)  # + the status queue: events wait there
     for path in handlers or ():
         registry = load_registry(path)
         topology = topology + service_topology(

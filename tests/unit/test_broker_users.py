@@ -54,7 +54,8 @@ def test_the_producer_may_publish_only_to_ingress_of_the_exchanges_it_does_not_d
 ) -> None:
     producer = roles["producer"]
 
-    assert NAMES.ingress in producer.write
+    assert {NAMES.ingress, NAMES.events} <= producer.write
+    assert NAMES.status in producer.read  # the status recorder runs in the producer
     assert NAMES.dlx not in producer.write and NAMES.retry not in producer.write
     service_queues = {NAMES.work_queue("demo", "high"), NAMES.quarantine("demo")}
     assert not service_queues & (producer.read | producer.write | producer.configure)
@@ -64,7 +65,7 @@ def test_a_consumer_reads_only_its_own_work_queues(roles: dict[str, Rights]) -> 
     demo = roles["consumer-demo"]
 
     assert {NAMES.work_queue("demo", p) for p in SETTINGS.priorities} <= demo.read
-    assert {NAMES.retry, NAMES.requeue, NAMES.dlx} <= demo.write
+    assert {NAMES.retry, NAMES.requeue, NAMES.dlx, NAMES.events} <= demo.write
     assert NAMES.quarantine("demo") not in demo.read
     assert NAMES.ingress not in demo.write
     assert not any("billing" in name for name in demo.read | demo.write | demo.configure)
@@ -78,7 +79,7 @@ def test_the_operator_handles_quarantine_and_declares_nothing(roles: dict[str, R
         NAMES.quarantine("billing"),
         NAMES.unroutable,
     }
-    assert operator.write == {NAMES.requeue, NAMES.ingress}
+    assert operator.write == {NAMES.requeue, NAMES.ingress, NAMES.events}
     assert operator.configure == frozenset()
 
 

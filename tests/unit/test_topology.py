@@ -74,6 +74,7 @@ def test_core_topology_declares_the_designed_exchanges(settings: HoplineSettings
         "hopline.retry": "direct",
         "hopline.requeue": "headers",
         "hopline.dlx": "direct",
+        "hopline.events": "topic",
     }
     assert all(spec.durable for spec in found.values())
     assert arguments_of(found["hopline.ingress"]) == {"alternate-exchange": "hopline.unroutable"}

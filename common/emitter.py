@@ -1,0 +1,198 @@
+"""Publish lifecycle events to `<prefix>.events` in batches, off the hot path.
+
+`emit()` only appends to a buffer; a background task publishes what is buffered in
+batches, with publisher confirms, on a connection of its own (so a slow or blocked event
+publish never holds up a message's ack or its retry copy). Nothing is dropped silently:
+
+    publish confirmed            -> gone from the buffer
+    refused, timed out, no link  -> kept at the head of the buffer, tried again after
+                                    `retry_s`; one `events.unpublished` line when this
+                                    starts and one `events.published_again` when it ends
+    buffer over `max_pending`    -> the oldest event is dropped, counted, and logged as
+                                    `events.dropped` (memory is the one thing it may not
+                                    take without limit)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from common.connection import connect
+from common.errors import HoplineError
+from common.events import Event, event_routing_key
+from common.logging import get_logger
+from common.settings import HoplineSettings
+
+__all__ = ["EventEmitter"]
+
+_log = get_logger("hopline.events")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    routing_key: str
+    body: bytes
+
+
+class EventEmitter:
+    def __init__(
+        self,
+        settings: HoplineSettings,
+        *,
+        name: str,
+        max_batch: int = 500,
+        max_pending: int = 100_000,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._name = name
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._retry_s = retry_s
+        self._buffer: collections.deque[_Pending] = collections.deque()
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self.published = 0
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Events emitted and not yet confirmed by the broker."""
+        return len(self._buffer) + self._in_flight
+
+    def emit(self, event: Event, *, source: str) -> None:
+        """Buffer `event` for publishing; never blocks, never raises for the broker."""
+        if len(self._buffer) >= self._max_pending:
+            self._buffer.popleft()
+            self.dropped += 1
+            _log.error(
+                "events.dropped",
+                dropped=self.dropped,
+                detail=f"more than {self._max_pending} events waited for the broker; "
+                "the oldest was dropped",
+            )
+        self._buffer.append(_Pending(event_routing_key(source, event.event), event.to_json()))
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self._name}-events")
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every event emitted so far is confirmed; False if time ran out."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Publish what is buffered (up to `timeout_s`), then close; says what is left."""
+        if self._task is not None and not await self.flush(timeout_s):
+            _log.error(
+                "events.unpublished_at_exit",
+                events=self.pending,
+                detail="the broker did not take these lifecycle events before shutdown",
+            )
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._buffer:
+                self._wakeup.clear()
+                self._idle.set()
+                await self._wakeup.wait()
+                continue
+            exchange = await self._ensure_exchange()
+            if exchange is None or not await self._publish_batch(exchange):
+                await asyncio.sleep(self._retry_s)
+
+    async def _ensure_exchange(self) -> AbstractExchange | None:
+        if self._exchange is not None:
+            return self._exchange
+        try:
+            if self._connection is None:
+                self._connection = await connect(self._settings, name=self._name)
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.get_exchange(
+                self._settings.names.events, ensure=False
+            )
+        except (HoplineError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return None
+        return self._exchange
+
+    async def _publish_batch(self, exchange: AbstractExchange) -> bool:
+        batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
+        self._in_flight = len(batch)
+        timeout_s = self._settings.publish_timeout_s
+        try:
+            results = await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            item.body,
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        item.routing_key,
+                        timeout=timeout_s,
+                    )
+                    for item in batch
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._in_flight = 0
+        failed = [
+            item
+            for item, result in zip(batch, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        self.published += len(batch) - len(failed)
+        if not failed:
+            if self._failing:
+                self._failing = False
+                _log.warning("events.published_again", waiting=len(self._buffer))
+            return True
+        self._buffer.extendleft(reversed(failed))  # kept, in their order, for the next try
+        first = next(r for r in results if isinstance(r, BaseException))
+        channel = self._channel
+        if channel is not None and channel.is_closed:
+            # A new channel next time (the robust connection reconnects by itself).
+            self._exchange = self._channel = None
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._failed(f"{type(first).__name__}: {first}")
+        return False
+
+    def _failed(self, reason: str) -> None:
+        if not self._failing:
+            self._failing = True
+            _log.warning(
+                "events.unpublished",
+                waiting=self.pending,
+                reason=reason,
+                action=f"kept and published again every {self._retry_s:g} s",
+            )
