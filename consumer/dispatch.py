@@ -32,7 +32,7 @@ async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadline
     args = (payload, envelope) if spec.wants_envelope else (payload,)
     task = deadlines.start(spec.timeout_s)
     try:
-        await spec.func(*args)
+        result = await spec.func(*args)
     except BaseException as exc:
         if deadlines.finish(task):  # cut off at its limit, whatever it raised then
             return _timed_out(spec, exc)
@@ -43,7 +43,7 @@ async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadline
         raise  # cancelled from elsewhere (shutdown), or the interpreter is exiting
     if deadlines.finish(task):  # it swallowed the cancellation and finished late
         return _timed_out(spec, None)
-    return Outcome.success()
+    return Outcome.success(result)
 
 
 def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -49,10 +50,11 @@ class Outcome:
     error_type: str = ""
     error_message: str = ""
     traceback: str = ""
+    result: Any = None  # what a successful handler returned (lifecycle events carry it)
 
     @classmethod
-    def success(cls) -> Outcome:
-        return _SUCCESS
+    def success(cls, result: Any = None) -> Outcome:
+        return _SUCCESS if result is None else cls(OutcomeKind.SUCCESS, result=result)
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
+from common.emitter import EventEmitter
 from common.envelope import decode_delivery, original_routing_key
 from common.errors import ConfigurationError, UndecodableMessageError
 from common.headers import read_attempt
@@ -33,6 +34,7 @@ from consumer.deadlines import Deadlines
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.isolation import SuspectGate, probation
+from consumer.lifecycle import Lifecycle
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
@@ -90,6 +92,12 @@ class Worker:
         self._subscriptions: list[Subscription] = []
         self._breaker = _breaker(settings)
         self._pausing: asyncio.Task[None] | None = None
+        emitter = (
+            EventEmitter(settings, name=f"hopline-consumer {self.consumer_name} events")
+            if settings.events_enabled
+            else None
+        )
+        self._lifecycle = Lifecycle(emitter, self.service, settings.max_result_bytes)
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
@@ -136,6 +144,8 @@ class Worker:
                 on_confirmed=self._settle_observed,
             )
             await self._settler.open()
+            if self._lifecycle.emitter is not None:
+                await self._lifecycle.emitter.start()
             self._acks.start()
             channels = [await self._open_queue(priority) for priority in settings.served_priorities]
             for priority, channel in zip(settings.served_priorities, channels, strict=True):
@@ -306,6 +316,9 @@ class Worker:
                 type_label = UNKNOWN_TYPE
             else:
                 type_label = spec.type_pattern
+                self._lifecycle.started(
+                    delivery, envelope.message_type, envelope.message_id, attempt
+                )
                 started = time.monotonic()
                 if self._tracing:
                     span = process_span(
@@ -358,6 +371,9 @@ class Worker:
         priority = delivery.queue_priority
         if isinstance(decision, Ack):
             settled = settler.ack(delivery)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, "")
             _log.info("message.handled", outcome=settled.value)
             return
@@ -365,6 +381,9 @@ class Worker:
         reason = outcome.kind.value  # a bounded class for the metric label, never the text
         if isinstance(decision, Retry):
             settled = await settler.retry(delivery, decision, context, outcome)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, reason)
             if settled is Settled.RETRIED:
                 delay = format_delay(decision.delay_s)
@@ -379,6 +398,9 @@ class Worker:
             )
         else:
             settled = await settler.quarantine(delivery, decision, context, outcome)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, reason)
             _log.log(
                 logging.WARNING if settled is Settled.LEFT else logging.ERROR,
@@ -499,6 +521,8 @@ class Worker:
             self._probes = None
         await self._acks.close()
         await self._deadlines.close()
+        if self._lifecycle.emitter is not None:
+            await self._lifecycle.emitter.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -31,7 +31,7 @@ class SqliteDatabase:
         self._path = path
         self._busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopline-sqlite")
+        self._thread: ThreadPoolExecutor | None = None  # made on first use, again after close
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -56,6 +56,8 @@ class SqliteDatabase:
         def call() -> _T:
             return work(self._connect())
 
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopline-sqlite")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, call)
         except sqlite3.Error as exc:
@@ -84,10 +86,15 @@ class SqliteDatabase:
         return await self._run(lambda connection: connection.execute(sql, args).fetchall())
 
     async def close(self) -> None:
+        """Close the file; a later use opens it again (an app's lifespan may run twice)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+
         def work() -> None:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, work)
-        self._thread.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(thread, work)
+        thread.shutdown(wait=False)

@@ -224,6 +224,7 @@ class SqlStatusStore:
         return self._db
 
     async def close(self) -> None:
+        self._schema_ready = False  # a database opened again is looked at again
         await self._db.close()
 
     async def record(self, events: Sequence[Event]) -> None:
