@@ -30,6 +30,7 @@ _SETTINGS = ProducerSettings(
 _publisher = FakePublisher()
 _publisher.started = True  # in case the ASGI client does not run the lifespan
 
+
 def _status() -> ProducerStatus:
     """An in-memory status store: idempotency keys and GET /v1/messages/{id} work."""
     return ProducerStatus(store=open_store("sqlite:///:memory:", retention_s=3600))
