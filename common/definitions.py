@@ -5,7 +5,7 @@ The definitions may also carry one broker user per role with least privilege
 gets anchored regexes listing exactly the names it needs, never a prefix wildcard.
 
 - producer: write `<prefix>.ingress` and `<prefix>.events`; read `<prefix>.status` (the
-  status recorder runs in the producer, and declares that queue and its binding);
+  status recorder runs in the producer);
 - consumer-<service>: read its own work queues; write the retry, requeue, dlx and events
   exchanges;
 - operator: read every quarantine queue and the unroutable queue (inspect, take, purge);
@@ -110,11 +110,7 @@ def role_permissions(
 
     `core` is what the producer declares, each service topology what its consumer declares.
     """
-    recorder = Rights(
-        configure=frozenset({names.status}),
-        write=frozenset({names.status}),
-        read=frozenset({names.events, names.status}),
-    )
+    recorder = Rights(read=frozenset({names.status}))  # its queue is in `core`
     roles = {
         "producer": Rights(write=frozenset({names.ingress, names.events}))
         | declaration_rights(core)

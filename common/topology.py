@@ -27,7 +27,6 @@ __all__ = [
     "arguments_of",
     "core_topology",
     "service_topology",
-    "status_topology",
 ]
 
 _T = TypeVar("_T")
@@ -153,7 +152,9 @@ def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
 
 def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
     """What exists once per prefix, whatever services run: ingress, unroutable, retry, dlx,
-    events."""
+    events, and the status recorder's queue bound to every event (declared by everyone, so
+    no event is routed nowhere before the first recorder starts; kept like quarantine: a
+    deployment that runs no recorder turns events off, HOPLINE_EVENTS_ENABLED=false)."""
     names = settings.names
     exchanges = [
         ExchangeSpec(names.ingress, "topic", _frozen({"alternate-exchange": names.unroutable})),
@@ -181,22 +182,15 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
             )
         )
         bindings.append(BindingSpec(names.retry, tier, tier))
-    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
-
-
-def status_topology(
-    settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE
-) -> Topology:
-    """The status recorder's queue, bound to every lifecycle event (`#`): declared by the
-    recorder and in the definitions export, so events wait there while the store is down."""
-    names = settings.names
-    queue = QueueSpec(
-        names.status,
-        _kept_forever_arguments(settings, version),
-        "lifecycle events waiting to be written to the status store",
+    queues.append(
+        QueueSpec(
+            names.status,
+            _kept_forever_arguments(settings, version),
+            "lifecycle events waiting to be written to the status store",
+        )
     )
-    binding = BindingSpec(names.events, names.status, "#")
-    return core_topology(settings, version) + Topology((), (queue,), (binding,))
+    bindings.append(BindingSpec(names.events, names.status, "#"))
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
 def service_topology(

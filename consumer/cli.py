@@ -39,7 +39,6 @@ from common.topology import (
     Topology,
     core_topology,
     service_topology,
-    status_topology,
 )
 from consumer.loader import load_registry
 from consumer.quarantine_cli import quarantine_app, unroutable_app
@@ -86,7 +85,7 @@ def _settings() -> HoplineSettings:
 def _topology(
     settings: HoplineSettings, handlers: list[str] | None, version: BrokerVersion
 ) -> Topology:
-    topology = status_topology(settings, version)  # + the status queue: events wait there
+    topology = core_topology(settings, version)
     for path in handlers or ():
         registry = load_registry(path)
         topology = topology + service_topology(

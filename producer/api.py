@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
@@ -185,11 +186,12 @@ def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
 async def _publish_traced(envelope: Envelope, body: bytes, ingest: Ingest) -> None:
     """Publish one message in a PRODUCER span that continues the request's trace."""
     exchange = ingest.settings.names.ingress
+    sent_at = datetime.now(UTC)  # before the publish: a consumer may start before the confirm
     with publish_span(exchange, envelope.routing_key, ingest.trace_headers) as inject:
         message = to_message(envelope, body)
         inject(message.headers)
         await ingest.publisher.publish(message, envelope.routing_key)
-    ingest.status.accepted(envelope)
+    ingest.status.accepted(envelope, sent_at)
 
 
 # Printable ASCII, like a message_id: it is stored and compared as text.

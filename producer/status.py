@@ -10,7 +10,7 @@ one host). `hopline recorder` runs the same recorder alone, to scale it apart fr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from common.emitter import EventEmitter
 from common.envelope import Envelope
@@ -58,8 +58,9 @@ class ProducerStatus:
         if self.store is not None:
             await self.store.close()
 
-    def accepted(self, envelope: Envelope) -> None:
-        """The broker confirmed `envelope`: say so on the events exchange."""
+    def accepted(self, envelope: Envelope, sent_at: datetime) -> None:
+        """The broker confirmed `envelope`, sent at `sent_at`: say so on the events exchange
+        (with the time it was sent: its consumer may have started before the confirm)."""
         if self.emitter is None:
             return
         event = Event(
@@ -69,6 +70,6 @@ class ProducerStatus:
             type=envelope.message_type,
             routing_key=envelope.routing_key,
             attempt=1,
-            at=datetime.now(UTC),
+            at=sent_at,
         )
         self.emitter.emit(event, source=PRODUCER_SOURCE)

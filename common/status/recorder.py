@@ -27,7 +27,7 @@ from common.events import Event, InvalidEventError
 from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.status.store import StatusStore
-from common.topology import status_topology
+from common.topology import core_topology
 
 __all__ = ["Recorder"]
 
@@ -88,7 +88,7 @@ class Recorder:
     async def _subscribe(self) -> None:
         connection = await connect(self._settings, name=self._name)
         try:
-            topology = status_topology(self._settings, broker_version(connection))
+            topology = core_topology(self._settings, broker_version(connection))
             await declare_topology(connection, topology)
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=self._batch_max * 2)

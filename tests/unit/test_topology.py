@@ -90,7 +90,7 @@ def test_core_topology_keeps_unroutable_messages(settings: HoplineSettings) -> N
 def test_core_topology_has_one_bound_tier_per_retry_delay(settings: HoplineSettings) -> None:
     topology = core_topology(settings)
 
-    assert [q.name for q in topology.queues] == ["hopline.unroutable", *TIERS]
+    assert [q.name for q in topology.queues] == ["hopline.unroutable", *TIERS, "hopline.status"]
     for tier in TIERS:
         assert BindingSpec("hopline.retry", tier, tier) in topology.bindings
 
@@ -305,3 +305,15 @@ def test_building_a_topology_is_deterministic(settings: HoplineSettings) -> None
     assert service_topology(settings, "orders", ["a.b", "c.*"]) == service_topology(
         settings, "orders", ["a.b", "c.*"]
     )
+
+
+@pytest.mark.parametrize("version", [RABBITMQ_3_10, CURRENT_RELEASE])
+def test_every_lifecycle_event_waits_in_the_status_queue_kept_like_quarantine(
+    settings: HoplineSettings, version: BrokerVersion
+) -> None:
+    topology = core_topology(settings, version)
+
+    assert BindingSpec("hopline.events", "hopline.status", "#") in topology.bindings
+    status = arguments_of(topology.queue("hopline.status"))
+    assert status == arguments_of(topology.queue("hopline.unroutable"))
+    assert "x-message-ttl" not in status and "x-max-length" not in status
