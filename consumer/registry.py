@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ class HandlerSpec:
     model: type[BaseModel] | None
     retry_delays_s: tuple[float, ...] | None
     wants_envelope: bool
+    idempotent: bool = False  # skip a message_id that already succeeded here (consumer.dedupe)
 
     @property
     def name(self) -> str:
@@ -64,6 +66,7 @@ class Registry:
         timeout: float = 30.0,
         model: type[BaseModel] | None = None,
         retry_delays_s: tuple[float, ...] | None = None,
+        idempotent: bool = False,
     ) -> Callable[[_F], _F]:
         """Register a handler for a type or a topic pattern (`orders.*`, `orders.#`).
 
@@ -73,7 +76,9 @@ class Registry:
         receives that no other handler takes", use `fallback()`, which binds nothing.
 
         The function takes `(payload)` or `(payload, envelope)`; with `model`, the payload
-        arrives validated as that pydantic model. `timeout` is in seconds.
+        arrives validated as that pydantic model. `timeout` is in seconds. `idempotent=True`:
+        a delivery whose message_id already succeeded for this service (per the status
+        store) is acked without running the handler again (consumer.dedupe).
         """
         _check_pattern(message_type)
         _check_limits(message_type, max_attempts, timeout)
@@ -84,6 +89,7 @@ class Registry:
             ):
                 raise ConfigurationError(f"{message_type!r} already has a handler")
             spec = _spec(message_type, func, max_attempts, timeout, model, retry_delays_s)
+            spec = dataclasses.replace(spec, idempotent=idempotent)
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
                 # Specific patterns first; the catch-all `#` only when nothing else matches.

@@ -21,7 +21,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.emitter import EventEmitter
-from common.envelope import decode_delivery, original_routing_key
+from common.envelope import Envelope, decode_delivery, original_routing_key
 from common.errors import ConfigurationError, UndecodableMessageError
 from common.headers import read_attempt
 from common.logging import get_logger
@@ -31,6 +31,7 @@ from common.tracing import process_span, tracing_enabled
 from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
+from consumer.dedupe import Dedupe
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler
 from consumer.isolation import SuspectGate, probation
@@ -98,6 +99,7 @@ class Worker:
             else None
         )
         self._lifecycle = Lifecycle(emitter, self.service, settings.max_result_bytes)
+        self._dedupe = Dedupe(settings, registry)
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
@@ -325,9 +327,9 @@ class Worker:
                         delivery.queue, delivery.headers, envelope.message_id, attempt
                     )
                     with span:
-                        outcome = await run_handler(spec, envelope, self._deadlines)
+                        outcome = await self._run(spec, envelope)
                 else:
-                    outcome = await run_handler(spec, envelope, self._deadlines)
+                    outcome = await self._run(spec, envelope)
                 self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
@@ -341,6 +343,12 @@ class Worker:
             )
         finally:
             reset_contextvars(**tokens)
+
+    async def _run(self, spec: HandlerSpec, envelope: Envelope) -> Outcome:
+        if await self._dedupe.already_succeeded(spec, envelope.message_id):
+            _log.info("message.skipped", reason="already succeeded for this service")
+            return Outcome.success()
+        return await run_handler(spec, envelope, self._deadlines)
 
     @staticmethod
     def _context(
@@ -523,6 +531,7 @@ class Worker:
         await self._deadlines.close()
         if self._lifecycle.emitter is not None:
             await self._lifecycle.emitter.close()
+        await self._dedupe.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -183,6 +183,8 @@ class StatusStore(Protocol):
 
     async def ids_starting_with(self, prefix: str, now: datetime, limit: int) -> list[str]: ...
 
+    async def succeeded(self, message_id: str, service: str) -> bool: ...
+
     async def claim(
         self, key: str, fingerprint: str, message_id: str, routing_key: str, now: datetime
     ) -> Claim: ...
@@ -344,6 +346,15 @@ class SqlStatusStore:
                 for row in events
             ],
         )
+
+    async def succeeded(self, message_id: str, service: str) -> bool:
+        """Whether `service` handled this message successfully (consumer-side dedupe)."""
+        rows = await (await self._ready()).fetch(
+            "SELECT 1 FROM hopline_services "
+            "WHERE message_id = ?1 AND service = ?2 AND state = 'succeeded'",
+            (message_id, service),
+        )
+        return bool(rows)
 
     async def ids_starting_with(self, prefix: str, now: datetime, limit: int) -> list[str]:
         rows = await (await self._ready()).fetch(

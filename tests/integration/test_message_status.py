@@ -7,10 +7,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
+import orjson
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from common.envelope import Envelope
+from common.names import Names
 from common.quarantine.operations import Operator
 from common.quarantine.selection import Selection
 from common.quarantine.sweep import Edit
@@ -20,10 +24,13 @@ from tests.support.pipeline import (
     consumer_settings,
     producer_client,
     producer_settings,
+    publish_raw,
+    queue_depth,
     running_worker,
 )
 from tests.support.wait import wait_until
 
+NAMES = Names()
 ORDER = {"type": "orders.created", "payload": {"order_id": "A-1", "amount_cents": 100}}
 
 
@@ -220,3 +227,38 @@ async def test_a_quarantined_message_s_timeline_runs_through_its_replay_and_edit
     assert copy["copy_of"] == edited_id
     assert original["copies"] == [copy_id]
     assert original["services"]["demo"]["state"] == "quarantined"  # the copy went on, not it
+
+
+async def test_an_idempotent_handler_skips_a_message_that_already_succeeded(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    store = SecretStr(f"sqlite:///{tmp_path / 'status.sqlite3'}")  # the consumer reads it too
+    runs: list[str] = []
+    registry = Registry("demo")
+
+    @registry.handler("orders.created", idempotent=True)
+    async def created(payload: dict[str, Any]) -> None:
+        runs.append(payload["order_id"])
+
+    with capture_logs() as logs:
+        async with (
+            running_worker(consumer_settings(amqp_url, status_url=store), registry),
+            producer_client(producer_settings(amqp_url, status_url=store)) as client,
+        ):
+            message_id = (await client.post("/v1/messages", json=ORDER)).json()["message_id"]
+            await _status_once(client, message_id, "succeeded")
+            # When the same message is delivered again (as after a lost ack)
+            again = aio_pika.Message(
+                orjson.dumps(ORDER["payload"]),
+                message_id=message_id,
+                type="orders.created",
+                content_type="application/json",
+            )
+            await publish_raw(amqp_url, NAMES.ingress, "normal.orders.created", again)
+            await wait_until(
+                lambda: any(e["event"] == "message.skipped" for e in logs), timeout_s=20
+            )
+
+    # Then it is acked without running the handler a second time
+    assert runs == ["A-1"]
+    assert await queue_depth(amqp_url, NAMES.work_queue("demo", "normal")) == 0
