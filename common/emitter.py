@@ -8,9 +8,13 @@ publish never holds up a message's ack or its retry copy). Nothing is dropped si
     refused, timed out, no link  -> kept at the head of the buffer, tried again after
                                     `retry_s`; one `events.unpublished` line when this
                                     starts and one `events.published_again` when it ends
-    buffer over `max_pending`    -> the oldest event is dropped, counted, and logged as
-                                    `events.dropped` (memory is the one thing it may not
-                                    take without limit)
+    buffer over `high_water`     -> `room()` waits until it is published down to half of
+      while the broker takes them   that: a consumer starts no new handler meanwhile, so it
+                                    runs at the pace its events can be published instead of
+                                    piling them up in memory (acks are never held)
+    buffer over `max_pending`    -> only while events cannot be published at all (`room()`
+                                    does not wait then: messages keep flowing): the oldest
+                                    event is dropped, counted, and logged as `events.dropped`
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from pamqp.commands import Basic
 
 from common.connection import connect
 from common.errors import HoplineError
@@ -32,6 +37,15 @@ from common.settings import HoplineSettings
 __all__ = ["EventEmitter"]
 
 _log = get_logger("hopline.events")
+
+
+_PROPERTIES = Basic.Properties(
+    content_type="application/json", delivery_mode=2, message_id="hopline.event"
+)
+
+
+def _confirmed(result: object) -> bool:
+    return isinstance(result, Basic.Ack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +61,17 @@ class EventEmitter:
         *,
         name: str,
         max_batch: int = 500,
+        high_water: int = 5_000,
         max_pending: int = 100_000,
         retry_s: float = 1.0,
     ) -> None:
         self._settings = settings
         self._name = name
         self._max_batch = max_batch
+        self._high_water = high_water
         self._max_pending = max_pending
+        self._room = asyncio.Event()
+        self._room.set()
         self._retry_s = retry_s
         self._buffer: collections.deque[_Pending] = collections.deque()
         self._in_flight = 0
@@ -88,6 +106,13 @@ class EventEmitter:
         self._idle.clear()
         self._wakeup.set()
 
+    async def room(self) -> None:
+        """Wait while the broker takes events but more than `high_water` are waiting; never
+        while events cannot be published at all."""
+        if len(self._buffer) >= self._high_water and not self._failing:
+            self._room.clear()
+            await self._room.wait()
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self._name}-events")
 
@@ -119,6 +144,8 @@ class EventEmitter:
 
     async def _run(self) -> None:
         while True:
+            if len(self._buffer) <= self._high_water // 2 or self._failing:
+                self._room.set()
             if not self._buffer:
                 self._wakeup.clear()
                 self._idle.set()
@@ -148,27 +175,31 @@ class EventEmitter:
         self._in_flight = len(batch)
         timeout_s = self._settings.publish_timeout_s
         try:
+            # Straight on aiormq's channel: aio-pika's Message and publish wrapper were most
+            # of an event's cost, and events need none of what they add.
+            assert self._channel is not None  # opened with the exchange
+            raw = await self._channel.get_underlay_channel()
             results = await asyncio.gather(
                 *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            item.body,
-                            content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        item.routing_key,
+                    raw.basic_publish(
+                        item.body,
+                        exchange=exchange.name,
+                        routing_key=item.routing_key,
+                        properties=_PROPERTIES,
                         timeout=timeout_s,
                     )
                     for item in batch
                 ),
                 return_exceptions=True,
             )
+        except Exception as exc:  # the channel is gone: every one is tried again
+            results = [exc] * len(batch)
         finally:
             self._in_flight = 0
         failed = [
             item
             for item, result in zip(batch, results, strict=True)
-            if isinstance(result, BaseException)
+            if isinstance(result, BaseException) or not _confirmed(result)
         ]
         self.published += len(batch) - len(failed)
         if not failed:
@@ -177,7 +208,7 @@ class EventEmitter:
                 _log.warning("events.published_again", waiting=len(self._buffer))
             return True
         self._buffer.extendleft(reversed(failed))  # kept, in their order, for the next try
-        first = next(r for r in results if isinstance(r, BaseException))
+        first = next((r for r in results if isinstance(r, BaseException)), "refused (nack)")
         channel = self._channel
         if channel is not None and channel.is_closed:
             # A new channel next time (the robust connection reconnects by itself).
@@ -188,6 +219,7 @@ class EventEmitter:
         return False
 
     def _failed(self, reason: str) -> None:
+        self._room.set()  # nobody waits for a broker that does not take events
         if not self._failing:
             self._failing = True
             _log.warning(

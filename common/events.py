@@ -10,7 +10,7 @@ replayed message's second life after its first (common.status.states).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -70,9 +70,23 @@ class Event:
     replay: int = 0
 
     def to_json(self) -> bytes:
-        body = {key: value for key, value in asdict(self).items() if value is not None}
-        body["at"] = self.at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return orjson.dumps(body)
+        # Built by hand: dataclasses.asdict() was most of an event's cost on the hot path.
+        body: dict[str, Any] = {
+            "event": self.event,
+            "message_id": self.message_id,
+            "service": self.service,
+            "type": self.type,
+            "routing_key": self.routing_key,
+            "attempt": self.attempt,
+            "at": self.at,
+        }
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        if self.replay:
+            body["replay"] = self.replay
+        return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
     @classmethod
     def from_json(cls, body: bytes) -> Event:
@@ -107,6 +121,9 @@ class Event:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidEventError(f"missing or malformed field: {exc}") from exc
+
+
+_OPTIONAL = ("error_type", "error_message", "delay_s", "reason", "result", "copy_of")
 
 
 def _text(value: object) -> str:

@@ -3,8 +3,8 @@
 `started` when a handler is about to run; once the delivery is settled, `succeeded` (with the
 handler's result, bounded by HOPLINE_MAX_RESULT_BYTES), `retry_scheduled` (attempt, delay,
 error) or `quarantined` (reason). A delivery left for redelivery (its channel closed) emits
-nothing: it runs again and speaks then. Events go to the emitter's buffer; nothing here
-waits for the broker.
+nothing: it runs again and speaks then. Events go to the emitter's buffer; only `started`
+may wait, for room in that buffer, never an ack.
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ class Lifecycle:
         self._service = service
         self._max_result_bytes = max_result_bytes
 
-    def started(self, delivery: Delivery, message_type: str, message_id: str, attempt: int) -> None:
+    async def started(
+        self, delivery: Delivery, message_type: str, message_id: str, attempt: int
+    ) -> None:
+        """Before a handler runs; waits while the events already waiting are too many for
+        the broker to keep up with (common.emitter: the consumer runs at their pace)."""
         if self.emitter is not None:
+            await self.emitter.room()
             self._emit("started", delivery, message_type, message_id, attempt)
 
     def settled(

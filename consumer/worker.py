@@ -318,7 +318,7 @@ class Worker:
                 type_label = UNKNOWN_TYPE
             else:
                 type_label = spec.type_pattern
-                self._lifecycle.started(
+                await self._lifecycle.started(
                     delivery, envelope.message_type, envelope.message_id, attempt
                 )
                 started = time.monotonic()

@@ -22,7 +22,7 @@ from producer.schemas import Problem
 from producer.state import app_state
 from producer.status_schemas import MessageStatusOut, Unknown, status_out
 
-__all__ = ["status_router"]
+__all__ = ["STATUS_RESPONSES", "message_status", "status_router"]
 
 _log = get_logger("hopline.producer")
 status_router = APIRouter()
@@ -38,13 +38,18 @@ async def _reader(
     app_state(request).keyring.authenticate(authorization)
 
 
+STATUS_RESPONSES: dict[int | str, dict[str, object]] = {
+    404: {"model": Unknown, "description": "Never seen, or older than the retention."},
+    503: {"model": Problem, "description": "The status store is unavailable right now."},
+}
+
+
 @status_router.get(
     "/v1/messages/{message_id}",
     response_model=MessageStatusOut,
     responses={
         401: {"model": Problem, "description": "No API key, or an unknown one."},
-        404: {"model": Unknown, "description": "Never seen, or older than the retention."},
-        503: {"model": Problem, "description": "The status store is unavailable right now."},
+        **STATUS_RESPONSES,
     },
     summary="A message's status per consuming service, its attempts and its timeline",
     dependencies=[Depends(_reader)],
@@ -53,11 +58,23 @@ async def get_message(
     request: Request,
     message_id: Annotated[str, Path(min_length=1, max_length=255)],
 ) -> MessageStatusOut | JSONResponse:
+    return await message_status(request, message_id)
+
+
+async def message_status(
+    request: Request, message_id: str, *, prefix: bool = False
+) -> MessageStatusOut | JSONResponse:
+    """The status of `message_id` (with `prefix`, of the only id that starts with it), a
+    404 saying "unknown", or ServiceUnavailable (503)."""
     store = app_state(request).status.store
     if store is None:
         raise ServiceUnavailable("this producer keeps no message status (no status store)")
+    now = datetime.now(UTC)
     try:
-        found = await store.lookup(message_id, datetime.now(UTC))
+        found = await store.lookup(message_id, now)
+        if found is None and prefix:
+            ids = await store.ids_starting_with(message_id, now, limit=2)
+            found = await store.lookup(ids[0], now) if len(ids) == 1 else None
     except StatusUnavailableError as exc:
         _log.warning("status.lookup_failed", error=str(exc))
         raise ServiceUnavailable("message status is unavailable right now") from exc
@@ -65,6 +82,7 @@ async def get_message(
         unknown = Unknown(
             detail=f"message {message_id!r} is unknown: never accepted or seen here, or older "
             "than the retention (HOPLINE_STATUS_RETENTION_S)"
+            + (", or the start of more than one id" if prefix else "")
         )
         return JSONResponse(unknown.model_dump(), status_code=404)
     return status_out(found)

@@ -3,6 +3,7 @@ broker is cut off (through a TCP proxy) for a while."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -109,3 +110,22 @@ def test_a_full_buffer_drops_the_oldest_and_says_so() -> None:
 
     assert (emitter.pending, emitter.dropped) == (2, 1)
     assert [e["event"] for e in logs] == ["events.dropped"]
+
+
+async def test_room_waits_while_events_pile_up_but_not_when_they_cannot_be_published(
+    unused_amqp_url: str,
+) -> None:
+    settings = HoplineSettings(amqp_url=SecretStr(unused_amqp_url))
+    emitter = EventEmitter(settings, name="test", high_water=2, retry_s=0.05)
+    for one in _events(0, 3):
+        emitter.emit(one, source="demo")
+
+    waiting = asyncio.create_task(emitter.room())
+    await asyncio.sleep(0)
+    held = not waiting.done()  # more than high_water wait, and nothing says the broker is away
+    await emitter.start()  # no broker there: events cannot be published at all
+    await asyncio.wait_for(waiting, timeout=30)  # so messages are not held back for them
+    await emitter.close(timeout_s=0.1)
+
+    assert held
+    assert emitter.pending == 3 and emitter.dropped == 0  # kept, not dropped

@@ -262,3 +262,24 @@ async def test_an_idempotent_handler_skips_a_message_that_already_succeeded(
     # Then it is acked without running the handler a second time
     assert runs == ["A-1"]
     assert await queue_depth(amqp_url, NAMES.work_queue("demo", "normal")) == 0
+
+
+async def test_the_admin_api_finds_a_message_by_a_unique_prefix_of_its_id(amqp_url: str) -> None:
+    token = "admin-token-0123456789"
+    runs: list[int] = []
+    settings = producer_settings(amqp_url, admin_token=SecretStr(token))
+    async with (
+        running_worker(consumer_settings(amqp_url), _registry(runs)),
+        producer_client(settings) as client,
+    ):
+        message_id = (await client.post("/v1/messages", json=ORDER)).json()["message_id"]
+        await _status_once(client, message_id, "succeeded")
+        admin = {"Authorization": f"Bearer {token}"}
+        found = await client.get(f"/v1/admin/messages/{message_id[:8]}", headers=admin)
+        refused = await client.get(f"/v1/admin/messages/{message_id[:8]}")
+        unknown = await client.get("/v1/admin/messages/zzzz", headers=admin)
+
+    assert found.status_code == 200
+    assert found.json()["message_id"] == message_id
+    assert refused.status_code == 401
+    assert (unknown.status_code, unknown.json()["status"]) == (404, "unknown")
