@@ -60,7 +60,8 @@ class EventEmitter:
         settings: HoplineSettings,
         *,
         name: str,
-        max_batch: int = 500,
+        max_batch: int = 250,
+        batches_in_flight: int = 4,
         high_water: int = 5_000,
         max_pending: int = 100_000,
         retry_s: float = 1.0,
@@ -68,6 +69,8 @@ class EventEmitter:
         self._settings = settings
         self._name = name
         self._max_batch = max_batch
+        self._batches_in_flight = batches_in_flight
+        self._opening = asyncio.Lock()
         self._high_water = high_water
         self._max_pending = max_pending
         self._room = asyncio.Event()
@@ -81,7 +84,7 @@ class EventEmitter:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
         self.published = 0
         self.dropped = 0
@@ -114,7 +117,13 @@ class EventEmitter:
             await self._room.wait()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self._name}-events")
+        """Publishers that each keep one batch in flight: the next batch goes out while the
+        last one's confirms are still on their way (one batch at a time waited for the
+        broker's slowest confirm, and that was the ceiling)."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"{self._name}-events-{n}")
+            for n in range(self._batches_in_flight)
+        ]
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every event emitted so far is confirmed; False if time ran out."""
@@ -127,17 +136,18 @@ class EventEmitter:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is buffered (up to `timeout_s`), then close; says what is left."""
-        if self._task is not None and not await self.flush(timeout_s):
+        if self._tasks and not await self.flush(timeout_s):
             _log.error(
                 "events.unpublished_at_exit",
                 events=self.pending,
                 detail="the broker did not take these lifecycle events before shutdown",
             )
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -148,7 +158,8 @@ class EventEmitter:
                 self._room.set()
             if not self._buffer:
                 self._wakeup.clear()
-                self._idle.set()
+                if not self._in_flight:
+                    self._idle.set()
                 await self._wakeup.wait()
                 continue
             exchange = await self._ensure_exchange()
@@ -156,6 +167,10 @@ class EventEmitter:
                 await asyncio.sleep(self._retry_s)
 
     async def _ensure_exchange(self) -> AbstractExchange | None:
+        async with self._opening:
+            return await self._open_exchange()
+
+    async def _open_exchange(self) -> AbstractExchange | None:
         if self._exchange is not None:
             return self._exchange
         try:
@@ -172,7 +187,7 @@ class EventEmitter:
 
     async def _publish_batch(self, exchange: AbstractExchange) -> bool:
         batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
-        self._in_flight = len(batch)
+        self._in_flight += len(batch)
         timeout_s = self._settings.publish_timeout_s
         try:
             # Straight on aiormq's channel: aio-pika's Message and publish wrapper were most
@@ -195,7 +210,7 @@ class EventEmitter:
         except Exception as exc:  # the channel is gone: every one is tried again
             results = [exc] * len(batch)
         finally:
-            self._in_flight = 0
+            self._in_flight -= len(batch)
         failed = [
             item
             for item, result in zip(batch, results, strict=True)
