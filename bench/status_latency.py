@@ -27,6 +27,7 @@ import aio_pika
 from pydantic import SecretStr
 
 from common.envelope import Envelope, new_envelope, to_message
+from common.logging import configure_logging
 from common.status.recorder import Recorder
 from common.status.states import format_at
 from common.status.store import SqlStatusStore, open_store
@@ -40,6 +41,7 @@ _POLL_S = 0.02
 
 async def _measure(url: str, store_url: str, rate: float, seconds: float) -> None:
     settings = ConsumerSettings(amqp_url=SecretStr(url), log_level="warning", log_format="json")
+    configure_logging(settings.log_level, settings.log_format)
     finished: dict[str, float] = {}
     registry = Registry("bench")
 
@@ -124,7 +126,7 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite", help="sqlite, or a postgresql:// URL")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="hopline-bench-status-"))
-    broker = start_local_broker(base / "broker")
+    broker = start_local_broker(base)
     store_url = f"sqlite:///{base / 'status.sqlite3'}" if args.store == "sqlite" else args.store
     try:
         asyncio.run(_measure(broker.amqp_url, store_url, args.rate, args.seconds))

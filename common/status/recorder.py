@@ -141,7 +141,11 @@ class Recorder:
             self.recorded += len(events)
 
     async def _write(self, events: list[Event]) -> None:
-        """Write until the store takes it; one line when it goes away, one when it is back."""
+        """Write until the store takes it; one line when it goes away, one when it is back.
+
+        A batch the store refuses for another reason (a bug, a value it cannot hold) is
+        written one event at a time, and an event that still fails is logged whole as
+        `status.event_not_recorded`: one bad event must not stop every other one."""
         waited = False
         while True:
             try:
@@ -156,6 +160,13 @@ class Recorder:
                     )
                 await asyncio.sleep(self._retry_s)
                 continue
+            except Exception:
+                if len(events) > 1:
+                    for event in events:
+                        await self._write([event])
+                    return
+                _log.exception("status.event_not_recorded", event=events[0].to_json().decode())
+                return
             if waited:
                 _log.warning("status.store_back", recorded=len(events))
             return

@@ -14,6 +14,7 @@ them into `$1`). Every failure of the database becomes `StatusUnavailableError`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -231,7 +232,9 @@ class SqlStatusStore:
 
     async def record(self, events: Sequence[Event]) -> None:
         # Sorted, so two recorders writing overlapping batches take row locks in one order.
-        ordered = sorted(events, key=lambda e: (e.message_id, e.service, rank(e)))
+        ordered = sorted(
+            (_storable(e) for e in events), key=lambda e: (e.message_id, e.service, rank(e))
+        )
         messages = [
             (
                 e.message_id,
@@ -418,6 +421,28 @@ class SqlStatusStore:
             ]
         )
         return int(count[0][0])
+
+
+_TEXT_FIELDS = (
+    "message_id",
+    "service",
+    "type",
+    "routing_key",
+    "error_type",
+    "error_message",
+    "reason",
+    "copy_of",
+)
+
+
+def _storable(event: Event) -> Event:
+    """PostgreSQL text cannot hold NUL: a foreign error message could carry one."""
+    changes: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd")
+        for name in _TEXT_FIELDS
+        if isinstance(value := getattr(event, name), str) and "\x00" in value
+    }
+    return dataclasses.replace(event, **changes) if changes else event
 
 
 def _json(value: Any) -> str | None:

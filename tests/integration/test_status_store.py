@@ -202,3 +202,11 @@ async def test_an_expired_key_is_a_new_request(store: SqlStatusStore) -> None:
     later = NOW + timedelta(seconds=RETENTION_S + 1)
 
     assert (await store.claim("k", "fp", "id-2", "high.a", later)).outcome == "claimed"
+
+
+async def test_a_nul_character_in_an_error_message_is_stored(store: SqlStatusStore) -> None:
+    await store.record([event("retry_scheduled", delay_s=1.0, error_message="bad\x00byte")])
+
+    status = await store.lookup("m-1", NOW)
+
+    assert status is not None and status.services[0].error_message == "bad\ufffdbyte"
