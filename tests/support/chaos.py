@@ -204,6 +204,8 @@ def tally(
     if report:
         with open(report, "ab") as out:
             out.write(orjson.dumps(asdict(result)) + b"\n")
+    # A fault is a 503 (try again) for a client, never another server error.
+    assert not [s for s in others if s is not None and s >= 500], result
     return result
 
 
