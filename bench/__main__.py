@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.broker import private_broker
 from bench.context import Config, Context
 from bench.report import machine, print_table, write_json
-from bench.scenarios_amqp import drain, failure_path, priority
+from bench.scenarios_amqp import drain, failure_path, limits, priority
+from bench.scenarios_delays import delays
 from bench.scenarios_http import ingestion, latency
 from bench.scenarios_peers import peers, producer_rss, scale_out
 
@@ -28,6 +29,8 @@ SCENARIOS = {
     "latency": latency,
     "priority": priority,
     "failure": failure_path,
+    "limits": limits,
+    "delays": delays,
     "peers": peers,
     "scaleout": scale_out,
 }

@@ -31,6 +31,8 @@ class Config:
     messages: int = 100_000
     backlog: int = 100_000
     failure_messages: int = 10_000
+    # Each type's share of the mixed backlog of the limits scenario.
+    limits_messages: int = 10_000
     batch_messages: int = 30_000
     batch_size: int = 100
     http_duration_s: float = 8.0
@@ -61,6 +63,7 @@ class Config:
             messages=10_000,
             backlog=10_000,
             failure_messages=2_000,
+            limits_messages=2_000,
             batch_messages=5_000,
             http_duration_s=3.0,
             latency_duration_s=3.0,

@@ -8,7 +8,7 @@ from bench.context import Context, Row
 from bench.messages import SERVICE, work_queue
 from bench.stats import percentile
 
-__all__ = ["drain", "failure_path", "priority"]
+__all__ = ["drain", "failure_path", "limits", "priority"]
 
 
 async def drain(ctx: Context) -> None:
@@ -292,5 +292,60 @@ async def failure_path(ctx: Context) -> None:
                 "quarantined_by_handler_count": result["quarantined"],
                 "in_quarantine_queue": in_quarantine,
             },
+        )
+    )
+
+
+async def limits(ctx: Context) -> None:
+    """An unlimited type's drain while a type limited to 2 at once is saturated in the same
+    queue (consumer.limits: no head-of-line blocking of the shared prefetch window), next to
+    the same limit as a semaphore inside the handler."""
+    cfg = ctx.config
+    n = cfg.limits_messages
+    results: dict[str, dict[str, Any]] = {}
+    # The semaphore holds handler slots while it waits: its rate is that of the limited type,
+    # so it handles a few hundred and not n.
+    for name, count in (("limits", n), ("semaphore", min(n, 200))):
+        with ctx.vhost(f"limits-{name}") as url:
+            await ctx.declare(url)
+            results[name] = await ctx.run_party(
+                "hopline_consumer",
+                f"unlimited type next to a saturated one ({name}, {count:,} of {n:,})",
+                count,
+                amqp_url=url,
+                exchange=ctx.settings(url).names.ingress,
+                mode="limits",
+                count=count,
+                mixed=n,
+                semaphore=name == "semaphore",
+                concurrency=cfg.concurrency,
+                prefetch=cfg.prefetch,
+                loop="uvloop",
+            )
+    result = results["limits"]
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            f"unlimited type while one limited to 2 at once is saturated, {n:,} + {n:,} mixed",
+            result["rate"],
+            "msg/s",
+            ctx.shared.get("drain_rate"),
+            "hopline drain, one type",
+            detail={
+                "limited_runs": result["limited_runs"],
+                "deferrals": result["deferrals"],
+                "elapsed_s": result["elapsed_s"],
+            },
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same, the limit as an asyncio.Semaphore(2) in the handler",
+            results["semaphore"]["rate"],
+            "msg/s",
+            result["rate"],
+            "handler limit (concurrency=2)",
+            detail={"limited_runs": results["semaphore"]["limited_runs"]},
         )
     )

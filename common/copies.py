@@ -1,4 +1,5 @@
-"""Copies of a delivery for its next stop: a retry tier, or quarantine.
+"""Copies of a delivery for its next stop: the delay levels (a retry, or a hold until a
+foreign publisher's deliver-at), or quarantine.
 
 A copy keeps the body and the publisher's properties, and says in our `x-hopline-*`
 headers where it came from and what happened to it: state about a message travels with
@@ -16,7 +17,13 @@ import aio_pika
 from common import headers as h
 from common.envelope import IncomingLike
 
-__all__ = ["CopySource", "failure_copy", "kept_headers", "retry_copy"]
+__all__ = [
+    "CopySource",
+    "failure_copy",
+    "held_copy",
+    "kept_headers",
+    "retry_copy",
+]
 
 
 class CopySource(IncomingLike, Protocol):
@@ -63,6 +70,24 @@ def _copy(
     )
 
 
+def held_copy(
+    incoming: CopySource,
+    *,
+    origin_queue: str,
+    original_routing_key: str,
+    attempt: int,
+    message_type: str | None,
+    message_id: str | None,
+) -> aio_pika.Message:
+    """The copy that waits in the delay levels until a foreign publisher's `deliver-at`,
+    then goes back to `origin_queue` with its attempt unchanged (it has not run yet)."""
+    headers = kept_headers(incoming.headers)
+    headers[h.ATTEMPT] = attempt
+    headers[h.ORIGIN_QUEUE] = origin_queue
+    headers[h.ROUTING_KEY] = original_routing_key
+    return _copy(incoming, headers, message_type, message_id)
+
+
 def retry_copy(
     incoming: CopySource,
     *,
@@ -74,14 +99,19 @@ def retry_copy(
     error_type: str,
     error_message: str,
 ) -> aio_pika.Message:
-    """The copy that waits in a retry tier and then goes back to `origin_queue`."""
-    headers = kept_headers(incoming.headers)
-    headers[h.ATTEMPT] = next_attempt
-    headers[h.ORIGIN_QUEUE] = origin_queue
-    headers[h.ROUTING_KEY] = original_routing_key
-    headers[h.ERROR_TYPE] = error_type
-    headers[h.ERROR_MESSAGE] = h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS)
-    return _copy(incoming, headers, message_type, message_id)
+    """The copy that waits in the delay levels and then goes back to `origin_queue` as its
+    next attempt, saying what went wrong on this one."""
+    copy = held_copy(
+        incoming,
+        origin_queue=origin_queue,
+        original_routing_key=original_routing_key,
+        attempt=next_attempt,
+        message_type=message_type,
+        message_id=message_id,
+    )
+    copy.headers[h.ERROR_TYPE] = error_type
+    copy.headers[h.ERROR_MESSAGE] = h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS)
+    return copy
 
 
 def failure_copy(

@@ -16,7 +16,6 @@ __all__ = ["declare_topology"]
 # Which setting decides each argument, so the error can name the knob to turn.
 _SETTING_OF_ARGUMENT = {
     "x-queue-type": "HOPLINE_QUEUE_TYPE",
-    "x-message-ttl": "HOPLINE_RETRY_DELAYS_S",
     "x-delivery-limit": "HOPLINE_DELIVERY_LIMIT",
 }
 _INEQUIVALENT = re.compile(
@@ -43,7 +42,10 @@ async def declare_topology(connection: AbstractConnection, topology: Topology) -
                     queue.name, durable=queue.durable, arguments=arguments_of(queue)
                 )
             for binding in topology.bindings:
-                await raw.queue_bind(
+                bind = (
+                    raw.exchange_bind if binding.destination_type == "exchange" else raw.queue_bind
+                )
+                await bind(
                     binding.destination,
                     binding.source,
                     routing_key=binding.routing_key,

@@ -112,7 +112,7 @@ def role_permissions(
     """
     recorder = Rights(read=frozenset({names.status}))  # its queue is in `core`
     roles = {
-        "producer": Rights(write=frozenset({names.ingress, names.events}))
+        "producer": Rights(write=frozenset({names.ingress, names.delay, names.events}))
         | declaration_rights(core)
         | recorder
     }
@@ -120,7 +120,7 @@ def role_permissions(
     for service, topology in services:
         work_queues = {names.work_queue(service, priority) for priority in priorities}
         operating = Rights(
-            write=frozenset({names.retry, names.requeue, names.dlx, names.events}),
+            write=frozenset({names.delay, names.requeue, names.dlx, names.events}),
             read=frozenset(work_queues),
         )
         roles[f"consumer-{service}"] = operating | declaration_rights(topology)
@@ -183,7 +183,7 @@ def to_definitions(
                 "source": binding.source,
                 "vhost": vhost,
                 "destination": binding.destination,
-                "destination_type": "queue",
+                "destination_type": binding.destination_type,
                 "routing_key": binding.routing_key,
                 "arguments": arguments_of(binding),
             }
@@ -232,8 +232,9 @@ def to_mermaid(topology: Topology) -> str:
             f"{k}={v}" for k, v in binding.argument_items if k != "x-match"
         )
         edge = f"-- {label} -->" if label else "-->"
+        kind = "x_" if binding.destination_type == "exchange" else "q_"
         lines.append(
-            f"    {_node('x_' + binding.source)} {edge} {_node('q_' + binding.destination)}"
+            f"    {_node('x_' + binding.source)} {edge} {_node(kind + binding.destination)}"
         )
     for exchange in topology.exchanges:
         alternate = arguments_of(exchange).get("alternate-exchange")

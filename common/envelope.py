@@ -27,6 +27,7 @@ __all__ = [
     "IncomingLike",
     "decode_delivery",
     "encode_payload",
+    "message_type_of",
     "new_envelope",
     "original_routing_key",
     "to_message",
@@ -39,20 +40,31 @@ _PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A message as handlers see it."""
+    """A message as handlers see it: a handler that takes `(payload, envelope)` gets one."""
 
     message_id: str
+    """The AMQP `message_id` (a UUID made up when the publisher sent none); the same on every
+    retry and redelivery: the key for recognising a duplicate."""
     message_type: str
+    """Dotted lowercase, e.g. `orders.created`: the `type` property, else from the routing key."""
     payload: Any
+    """The decoded JSON body (the raw value: a handler with a `model` receives the model)."""
     priority: str
+    """The priority of the queue it came from (`high`, `normal`, `low` by default)."""
     correlation_id: str | None = None
+    """The AMQP `correlation_id`, as the publisher set it."""
     headers: Mapping[str, Any] = field(default_factory=dict)
+    """The publisher's AMQP headers (`traceparent`, your own), without hopline's `x-hopline-*`."""
     timestamp: datetime | None = None
+    """When it was first published (the AMQP `timestamp`, second resolution), if set."""
     app_id: str | None = None
-    # 1 on the first run; the retry's number after that (x-hopline-attempt), so a handler can
-    # tell its last attempt. `redelivered`: a consumer got it before and did not settle it.
+    """The publisher's `app_id` (`hopline-producer` for the HTTP producer)."""
     attempt: int = 1
+    """1 on the first run; the retry's number after that (`x-hopline-attempt`), so a handler
+    can tell its last attempt (`attempt == max_attempts`)."""
     redelivered: bool = False
+    """A consumer got it before and did not settle it (crashed or lost its connection): the
+    work may have been done already."""
 
     @property
     def routing_key(self) -> str:
@@ -156,7 +168,7 @@ def decode_delivery(
     """
     _check_content_type(incoming.content_type)
     _check_content_encoding(incoming.content_encoding)
-    message_type = _message_type(incoming, priorities)
+    message_type = message_type_of(incoming, priorities)
     if not incoming.body:
         raise UndecodableMessageError("empty body: expected a JSON document")
     try:
@@ -197,7 +209,9 @@ def _check_content_encoding(content_encoding: str | None) -> None:
     )
 
 
-def _message_type(incoming: IncomingLike, priorities: tuple[str, ...]) -> str:
+def message_type_of(incoming: IncomingLike, priorities: tuple[str, ...]) -> str:
+    """The `type` property, else the type in the original routing key; raises
+    `UndecodableMessageError` when neither is a valid type."""
     declared = incoming.type
     if declared:
         if not is_valid_message_type(declared):

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "ATTEMPT",
     "CONSUMER",
+    "DELIVER_AT",
     "EDITED_FROM",
     "ERROR_MESSAGE",
     "ERROR_TRACEBACK",
@@ -41,6 +42,9 @@ REASON = "x-hopline-reason"
 REPLAY_COUNT = "x-hopline-replay-count"
 REPLAYED_AT = "x-hopline-replayed-at"
 EDITED_FROM = "x-hopline-edited-from"
+# Not before this time (RFC 3339, or Unix seconds): set on a scheduled message; a foreign
+# publisher may set it on a plain publish to hopline.ingress to have it held until then.
+DELIVER_AT = "x-hopline-deliver-at"
 
 # A header table must fit in one AMQP frame (128 KiB by default) next to everything else,
 # so what we add is bounded no matter how large an exception is.

@@ -76,7 +76,7 @@ def _match_words(pattern: list[str], words: list[str]) -> bool:
 
 
 def format_delay(delay_s: float) -> str:
-    """A retry tier's suffix as an operator reads it: 1 -> `1s`, 120 -> `2m`, 3600 -> `1h`."""
+    """A delay as an operator reads it: 1 -> `1s`, 120 -> `2m`, 3600 -> `1h`."""
     if delay_s <= 0:
         raise ValueError(f"a retry delay must be positive, got {delay_s}")
     if delay_s < 1:
@@ -105,7 +105,22 @@ class Names:
         return f"{self.prefix}.unroutable"
 
     @property
-    def retry(self) -> str:
+    def delay(self) -> str:
+        """Where delayed messages enter: the exchange in front of the highest level."""
+        return f"{self.prefix}.delay"
+
+    def delay_level(self, level: int) -> str:
+        """Level n's exchange and its queue (TTL 2^n s): the same name for both."""
+        return f"{self.delay}.{level}"
+
+    @property
+    def delay_due(self) -> str:
+        """Where a delayed message goes when its time has come (common.delays)."""
+        return f"{self.delay}.due"
+
+    @property
+    def legacy_retry(self) -> str:
+        """The retry tiers' exchange before the delay levels; gone once they are drained."""
         return f"{self.prefix}.retry"
 
     @property
@@ -126,8 +141,9 @@ class Names:
         """The status recorder's queue: every lifecycle event, waiting to be recorded."""
         return f"{self.prefix}.status"
 
-    def retry_queue(self, delay_s: float) -> str:
-        return f"{self.retry}.{format_delay(delay_s)}"
+    def legacy_retry_queue(self, delay_s: float) -> str:
+        """A retry tier queue of a version before the delay levels (e.g. `hopline.retry.5s`)."""
+        return f"{self.legacy_retry}.{format_delay(delay_s)}"
 
     def work_queue(self, service: str, priority: str) -> str:
         return f"{self.prefix}.{service}.{priority}"

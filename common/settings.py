@@ -14,8 +14,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from common.delays import MAX_DELAY_S
 from common.errors import ConfigurationError
-from common.names import Names, format_delay, is_valid_message_type
+from common.names import Names, is_valid_message_type
 
 __all__ = ["HoplineSettings", "load_settings", "split_commas"]
 
@@ -56,7 +57,9 @@ class HoplineSettings(BaseSettings):
     )
     retry_delays_s: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0],
-        description="Retry tier delays in seconds, shortest first (comma-separated).",
+        description="Seconds before each retry of a handler without its own `retry=`: the "
+        "n-th for the n-th retry, the last repeating (comma-separated; rounded up to whole "
+        "seconds).",
     )
     queue_type: Literal["quorum", "classic"] = "quorum"
     delivery_limit: int = Field(
@@ -121,12 +124,8 @@ class HoplineSettings(BaseSettings):
     def _check_delays(cls, value: list[float]) -> list[float]:
         if not value:
             raise ValueError("at least one retry delay is needed")
-        if any(delay <= 0 for delay in value):
-            raise ValueError("retry delays must be positive")
-        if sorted(value) != value:
-            raise ValueError("retry delays must be listed shortest first")
-        if len({format_delay(delay) for delay in value}) != len(value):
-            raise ValueError("two retry delays map to the same tier name")
+        if any(not 0 <= delay <= MAX_DELAY_S for delay in value):
+            raise ValueError(f"retry delays must be from 0 to {MAX_DELAY_S} seconds")
         return value
 
     @property

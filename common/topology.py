@@ -15,7 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from common.names import routing_key
+from common.delays import (
+    DELAY_LEVELS,
+    REQUEUE_TARGET,
+    due_binding_key,
+    level_bindings,
+    level_ttl_ms,
+)
+from common.names import format_delay, routing_key
 from common.settings import HoplineSettings
 
 __all__ = [
@@ -76,6 +83,7 @@ class BindingSpec:
     destination: str
     routing_key: str = ""
     argument_items: Arguments = ()
+    destination_type: Literal["queue", "exchange"] = "queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +127,17 @@ def _kept_forever_arguments(settings: HoplineSettings, version: BrokerVersion) -
     return _frozen(arguments)
 
 
-def _retry_tier_arguments(
-    settings: HoplineSettings, delay_s: float, version: BrokerVersion
+def _delay_level_arguments(
+    settings: HoplineSettings, level: int, version: BrokerVersion
 ) -> Arguments:
+    names = settings.names
     arguments: dict[str, Any] = {
         "x-queue-type": settings.queue_type,
-        "x-message-ttl": round(delay_s * 1000),
-        "x-dead-letter-exchange": settings.names.requeue,
+        "x-message-ttl": level_ttl_ms(level),
+        "x-dead-letter-exchange": names.delay_level(level - 1) if level else names.delay_due,
     }
     if settings.queue_type == "quorum":
-        # A message expiring from a tier stays in it until its work queue confirmed it.
+        # A message expiring from a level stays in it until the next one confirmed it.
         arguments["x-dead-letter-strategy"] = "at-least-once"
         arguments["x-overflow"] = "reject-publish"
         if version >= BrokerVersion(4, 0):
@@ -151,15 +160,15 @@ def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
 
 
 def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
-    """What exists once per prefix, whatever services run: ingress, unroutable, retry, dlx,
-    events, and the status recorder's queue bound to every event (declared by everyone, so
-    no event is routed nowhere before the first recorder starts; kept like quarantine: a
-    deployment that runs no recorder turns events off, HOPLINE_EVENTS_ENABLED=false)."""
+    """What exists once per prefix, whatever services run: ingress, unroutable, the delay
+    levels, requeue, dlx, events, and the status recorder's queue bound to every event
+    (declared by everyone, so no event is routed nowhere before the first recorder starts;
+    kept like quarantine: a deployment that runs no recorder turns events off,
+    HOPLINE_EVENTS_ENABLED=false)."""
     names = settings.names
     exchanges = [
         ExchangeSpec(names.ingress, "topic", _frozen({"alternate-exchange": names.unroutable})),
         ExchangeSpec(names.unroutable, "fanout"),
-        ExchangeSpec(names.retry, "direct"),
         ExchangeSpec(names.requeue, "headers"),
         ExchangeSpec(names.dlx, "direct"),
         ExchangeSpec(names.events, "topic"),
@@ -172,16 +181,6 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         )
     ]
     bindings = [BindingSpec(names.unroutable, names.unroutable)]
-    for delay_s in settings.retry_delays_s:
-        tier = names.retry_queue(delay_s)
-        queues.append(
-            QueueSpec(
-                tier,
-                _retry_tier_arguments(settings, delay_s, version),
-                f"retry tier: waits {tier.rsplit('.', 1)[-1]}, then back to its queue",
-            )
-        )
-        bindings.append(BindingSpec(names.retry, tier, tier))
     queues.append(
         QueueSpec(
             names.status,
@@ -190,6 +189,41 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         )
     )
     bindings.append(BindingSpec(names.events, names.status, "#"))
+    delays = _delay_topology(settings, version)
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings)) + delays
+
+
+def _delay_topology(settings: HoplineSettings, version: BrokerVersion) -> Topology:
+    """The binary delay levels (common.delays): entry, 28 levels, and `due`.
+
+    Every delay exchange has the unroutable exchange as its alternate, so a malformed key
+    from a foreign publisher, or a scheduled type no service subscribes to, is kept there.
+    """
+    names = settings.names
+    keep_unroutable = _frozen({"alternate-exchange": names.unroutable})
+    top = DELAY_LEVELS - 1
+    exchanges = [ExchangeSpec(names.delay, "topic", keep_unroutable)]
+    queues: list[QueueSpec] = []
+    bindings = [BindingSpec(names.delay, names.delay_level(top), "#", (), "exchange")]
+    for level in reversed(range(DELAY_LEVELS)):
+        name = names.delay_level(level)
+        after = names.delay_level(level - 1) if level else names.delay_due
+        exchanges.append(ExchangeSpec(name, "topic", keep_unroutable))
+        queues.append(
+            QueueSpec(
+                name,
+                _delay_level_arguments(settings, level, version),
+                f"delay level {level}: waits {format_delay(2**level)}, then on to {after}",
+            )
+        )
+        into_queue, onwards = level_bindings(level)
+        bindings.append(BindingSpec(name, name, into_queue))
+        bindings.append(BindingSpec(name, after, onwards, (), "exchange"))
+    exchanges.append(ExchangeSpec(names.delay_due, "topic", keep_unroutable))
+    # A retry's copy goes back to exactly its queue, as `x-hopline-queue` says.
+    bindings.append(
+        BindingSpec(names.delay_due, names.requeue, due_binding_key(REQUEUE_TARGET), (), "exchange")
+    )
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
@@ -213,10 +247,11 @@ def service_topology(
                 f"{service}: {priority}-priority work",
             )
         )
-        bindings.extend(
-            BindingSpec(names.ingress, queue, routing_key(priority, pattern))
-            for pattern in patterns
-        )
+        for pattern in patterns:
+            key = routing_key(priority, pattern)
+            bindings.append(BindingSpec(names.ingress, queue, key))
+            # A scheduled message reaches the same queues as a direct one, when it is due.
+            bindings.append(BindingSpec(names.delay_due, queue, due_binding_key(key)))
         # Retries and replays come back to exactly this queue, whatever their routing key.
         bindings.append(
             BindingSpec(

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common import headers as h
 from common.apikeys import ApiKeySpec, hash_key, new_key
+from common.asyncapi import asyncapi_document
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.definitions import (
@@ -30,8 +33,10 @@ from common.definitions import (
     to_definitions,
     to_mermaid,
 )
+from common.delays import MAX_DELAY_S, DelayError, publish_route
 from common.envelope import new_envelope, to_message
 from common.errors import ConfigurationError, HoplineError
+from common.legacy_tiers import LegacyTier, retire_legacy_tiers
 from common.settings import HoplineSettings, load_settings
 from common.topology import (
     CURRENT_RELEASE,
@@ -112,6 +117,30 @@ def topology_declare(handlers: HandlersOption = None) -> None:
     typer.echo(f"declared {count} queues under prefix {settings.prefix!r}")
 
 
+@topology_app.command("retire-tiers")
+def topology_retire_tiers() -> None:
+    """Delete the empty retry tiers of a version before the delay levels (hopline.retry.*)."""
+    settings = _settings()
+
+    async def retire() -> tuple[list[str], list[LegacyTier]]:
+        connection = await connect(settings, name="hopline-cli")
+        try:
+            return await retire_legacy_tiers(connection, settings)
+        finally:
+            await connection.close()
+
+    deleted, kept = asyncio.run(retire())
+    for name in deleted:
+        typer.echo(f"deleted {name}")
+    for tier in kept:
+        typer.echo(
+            f"kept {tier.queue}: {tier.messages} messages still wait there; they return to "
+            "their queues when their TTL expires, then run this again"
+        )
+    if not deleted and not kept:
+        typer.echo("no retry tiers of an earlier version: nothing to do")
+
+
 @topology_app.command("export")
 def topology_export(
     handlers: HandlersOption = None,
@@ -141,6 +170,24 @@ def topology_export(
         text = json.dumps(document, indent=2) + "\n"
     else:
         text = to_mermaid(topology)
+    _emit(text, out)
+
+
+@app.command("asyncapi")
+def asyncapi(
+    handlers: HandlersOption = None,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+    version: Annotated[str, typer.Option(help="The document's info.version")] = "1.0.0",
+) -> None:
+    """Print the AMQP contract of the given services as an AsyncAPI 3.0.0 document (offline):
+    routing keys, payload schemas, properties and headers. The producer serves the file
+    named by HOPLINE_ASYNCAPI_FILE at /asyncapi.json and renders it at /asyncapi."""
+    registries = [load_registry(path) for path in handlers or ()]
+    document = asyncapi_document(_settings(), registries, version=version)
+    _emit(json.dumps(document, indent=2) + "\n", out)
+
+
+def _emit(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
     else:
@@ -193,6 +240,14 @@ def publish(
     priority: Annotated[str, typer.Option(help="One of the configured priorities")] = "normal",
     correlation_id: Annotated[str | None, typer.Option()] = None,
     count: Annotated[int, typer.Option(min=1, help="Publish this many copies")] = 1,
+    delay: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_DELAY_S,
+            help="Deliver no earlier than this many seconds from now (held in the broker).",
+        ),
+    ] = 0,
 ) -> None:
     """Publish a message to the ingress exchange with publisher confirms."""
     settings = _settings()
@@ -201,13 +256,18 @@ def publish(
             f"priority {priority!r} is not one of {', '.join(settings.priorities)}"
         )
     value = _read_payload(payload)
+    key = f"{priority}.{message_type}"
+    try:
+        exchange_name, publish_key = publish_route(settings.names, key, delay)
+    except DelayError as exc:
+        raise ConfigurationError(str(exc)) from None
 
     async def send(progress: Callable[[int], None]) -> list[str]:
         connection = await connect(settings, name="hopline-cli")
         try:
             await declare_topology(connection, core_topology(settings, broker_version(connection)))
             channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(settings.names.ingress, ensure=False)
+            exchange = await channel.get_exchange(exchange_name, ensure=False)
             ids = []
             for _ in range(count):
                 envelope = new_envelope(
@@ -217,16 +277,19 @@ def publish(
                     app_id="hopline-cli",
                     correlation_id=correlation_id,
                 )
-                await exchange.publish(
-                    to_message(envelope), envelope.routing_key, timeout=settings.publish_timeout_s
-                )
+                message = to_message(envelope)
+                if delay:
+                    due = datetime.now(UTC) + timedelta(seconds=delay)
+                    message.headers[h.DELIVER_AT] = due.isoformat()
+                await exchange.publish(message, publish_key, timeout=settings.publish_timeout_s)
                 ids.append(envelope.message_id)
                 progress(len(ids))
             return ids
         finally:
             await connection.close()
 
-    key = f"{priority}.{message_type}"
+    if delay:
+        key += f" (due in {delay:g} s)"
     if count <= _LISTED_AT_MOST:
         for message_id in asyncio.run(send(lambda _done: None)):
             typer.echo(f"confirmed {message_id} -> {key}")

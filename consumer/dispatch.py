@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from common.envelope import Envelope
 from common.redact import redact_text
 from consumer.deadlines import Deadlines
-from consumer.errors import PermanentError
+from consumer.errors import PermanentError, RetryableError
 from consumer.policy import Outcome, OutcomeKind
-from consumer.registry import HandlerSpec
+from consumer.registry import HandlerSpec, Middleware
 
-__all__ = ["run_handler"]
+__all__ = ["run_handler", "undecodable", "unknown_type"]
 
 
-async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadlines) -> Outcome:
-    """Call the handler within its time limit; never raises except on cancellation from
-    elsewhere (shutdown)."""
+def undecodable(reason: str) -> Outcome:
+    """What a delivery that is no envelope comes to (quarantined with `reason`)."""
+    return Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", reason)
+
+
+def unknown_type(service: str, message_type: str) -> Outcome:
+    """What a message that no handler of `service` takes comes to."""
+    return Outcome(
+        OutcomeKind.UNKNOWN_TYPE,
+        "UnknownMessageType",
+        f"service {service!r} has no handler for type {message_type!r}",
+    )
+
+
+async def run_handler(
+    spec: HandlerSpec,
+    envelope: Envelope,
+    deadlines: Deadlines,
+    hooks: Sequence[Middleware] = (),
+) -> Outcome:
+    """Call the handler inside its registry's middleware `hooks`, within its time limit;
+    never raises except on cancellation from elsewhere (shutdown)."""
     payload = envelope.payload
     if spec.model is not None:
         try:
@@ -32,7 +54,10 @@ async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadline
     args = (payload, envelope) if spec.wants_envelope else (payload,)
     task = deadlines.start(spec.timeout_s)
     try:
-        result = await spec.func(*args)
+        if hooks:
+            result = await _call_within(hooks, envelope, spec, args)
+        else:
+            result = await spec.func(*args)
     except BaseException as exc:
         if deadlines.finish(task):  # cut off at its limit, whatever it raised then
             return _timed_out(spec, exc)
@@ -46,6 +71,15 @@ async def run_handler(spec: HandlerSpec, envelope: Envelope, deadlines: Deadline
     return Outcome.success(result)
 
 
+async def _call_within(
+    hooks: Sequence[Middleware], envelope: Envelope, spec: HandlerSpec, args: tuple[Any, ...]
+) -> Any:
+    async with contextlib.AsyncExitStack() as stack:
+        for hook in hooks:
+            await stack.enter_async_context(hook(envelope))
+        return await spec.func(*args)
+
+
 def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:
     return Outcome(
         OutcomeKind.TIMEOUT,
@@ -57,7 +91,13 @@ def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:
 
 def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
     # Error texts go into quarantine headers, the admin page and archives: no secrets there.
-    return Outcome(kind, type(exc).__qualname__, redact_text(str(exc) or repr(exc)), _format(exc))
+    return Outcome(
+        kind,
+        type(exc).__qualname__,
+        redact_text(str(exc) or repr(exc)),
+        _format(exc),
+        exc.delay if isinstance(exc, RetryableError) else None,
+    )
 
 
 def _format(exc: BaseException) -> str:

@@ -18,7 +18,17 @@ class HandlerError(HoplineError):
 
 
 class RetryableError(HandlerError):
-    """A transient failure (a timeout, a dependency down): retry after a delay."""
+    """A transient failure (a timeout, a dependency down): retry after a delay.
+
+    `delay` (seconds) overrides the handler's backoff for this retry, e.g. the
+    `Retry-After` a rate-limited API answered: `raise RetryableError("429", delay=30)`.
+    """
+
+    def __init__(self, *args: object, delay: float | None = None) -> None:
+        super().__init__(*args)
+        if delay is not None and not delay >= 0:
+            raise ValueError(f"RetryableError delay must be >= 0 seconds, got {delay}")
+        self.delay = delay
 
 
 class PermanentError(HandlerError):

@@ -64,7 +64,7 @@ class Lifecycle:
                 error_type=outcome.error_type or None,
                 error_message=outcome.error_message or None,
             )
-        else:  # QUARANTINED, or REJECTED (the broker dead-letters it to quarantine)
+        elif settled in (Settled.QUARANTINED, Settled.REJECTED):  # REJECTED: dead-lettered
             if settled is Settled.REJECTED:
                 reason = "rejected: no quarantine copy was confirmed; the broker dead-letters it"
             elif isinstance(decision, Quarantine):

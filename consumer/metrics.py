@@ -8,7 +8,7 @@ Queue depths and message ages are RabbitMQ's own (`rabbitmq_prometheus`), not co
     hopline_consumer_handler_duration_seconds{service,type}                 handler runs
     hopline_consumer_handlers_in_flight{service} / _handler_slots{service}  busy / all slots
     hopline_consumer_redeliveries_total{service,priority}                   redelivered flag
-    hopline_consumer_retry_copies_total{service,delay}                      retries by tier
+    hopline_consumer_retry_copies_total{service,delay}                      retries by delay (le_8s)
     hopline_consumer_settle_seconds{service,kind}                           copy confirm latency
     hopline_consumer_broker_connected{service} / _broker_reconnects_total   the connection
     hopline_consumer_breaker_open{service}                                  outage breaker
@@ -68,7 +68,7 @@ class ConsumerMetrics:
         )
         self.retry_copies = Counter(
             "hopline_consumer_retry_copies",
-            "Retry copies confirmed into a retry tier, by the tier's delay.",
+            "Retry copies confirmed into the delay levels, by delay: le_8s is 5 to 8 s.",
             ["service", "delay"],
             registry=r,
         )

@@ -62,6 +62,10 @@ class PrioritySlots:
             self._idle.set()
 
     @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
     def busy(self) -> int:
         return self._busy
 

@@ -31,12 +31,13 @@ import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
-from common.copies import failure_copy, retry_copy
+from common.copies import failure_copy, held_copy, retry_copy
+from common.delays import REQUEUE_TARGET, delay_exchanges, delay_route
 from common.logging import get_logger
 from common.names import Names
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
-from consumer.policy import Outcome, Quarantine, Retry
+from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
 
 __all__ = ["DeliveryContext", "Settled", "Settler"]
 
@@ -55,6 +56,8 @@ class Settled(enum.StrEnum):
     ACKED = "ack"
     RETRIED = "retry"
     QUARANTINED = "quarantine"
+    HELD = "held"  # a foreign publisher's deliver-at is ahead: waits in the delay levels
+    DEFERRED = "deferred"  # its handler was at its limit: back to the tail of its queue
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
 
@@ -101,13 +104,18 @@ class Settler:
         self._service = service
         self._consumer_name = consumer_name
         self._timeout_s = publish_timeout_s
-        self._retry: AbstractExchange | None = None
+        self._delays: dict[str, AbstractExchange] = {}
         self._dlx: AbstractExchange | None = None
+        self._requeue: AbstractExchange | None = None
         self._outage_logged = False
 
     async def open(self) -> None:
-        self._retry = await self._channel.get_exchange(self._names.retry, ensure=False)
+        self._delays = {
+            name: await self._channel.get_exchange(name, ensure=False)
+            for name in delay_exchanges(self._names)
+        }
         self._dlx = await self._channel.get_exchange(self._names.dlx, ensure=False)
+        self._requeue = await self._channel.get_exchange(self._names.requeue, ensure=False)
 
     async def wait_until_publishable(self, delivery_channel: aiormq.abc.AbstractChannel) -> bool:
         """True once the copy channel is open; False if the delivery's channel closed first
@@ -152,7 +160,6 @@ class Settler:
         context: DeliveryContext,
         outcome: Outcome,
     ) -> Settled:
-        assert self._retry is not None, "Settler.open() was not awaited"
         copy = retry_copy(
             delivery,
             origin_queue=context.origin_queue,
@@ -163,19 +170,48 @@ class Settler:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
-        tier = self._names.retry_queue(decision.delay_s)
+        refusal = (
+            f"retry_not_confirmed: the copy for a {decision.delay_s:g} s delay in "
+            f"{self._names.delay} was not confirmed ({{}}); replay it once the delay levels "
+            "take messages again"
+        )
+        return await self._delayed(
+            delivery, copy, decision.delay_s, Settled.RETRIED, context, outcome, refusal
+        )
+
+    async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
+        """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
+        copy = _unchanged_copy(delivery, context)
+        refusal = (
+            f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at was "
+            "not confirmed ({}); replay it when it is due"
+        )
+        outcome = Outcome(OutcomeKind.RETRYABLE, "HoldNotConfirmed", refusal.format("refused"))
+        return await self._delayed(delivery, copy, delay_s, Settled.HELD, context, outcome, refusal)
+
+    async def _delayed(
+        self,
+        delivery: Delivery,
+        copy: aio_pika.Message,
+        delay_s: float,
+        settled: Settled,
+        context: DeliveryContext,
+        outcome: Outcome,
+        refusal: str,
+    ) -> Settled:
+        """Publish `copy` into the delay levels, back to its queue when due, then ack; a
+        refused copy is quarantined with `refusal` (its `{}` the broker's answer) rather than
+        left to the broker's bare "rejected"."""
+        assert self._delays, "Settler.open() was not awaited"
+        exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
         try:
-            await self._publish(delivery, self._retry, copy, tier)
+            await self._publish(delivery, self._delays[exchange], copy, key, settled.value)
         except _ChannelGone:
             return Settled.LEFT
         except _Refused as refused:
-            # Kept with the true reason rather than left to the broker's bare "rejected".
-            instead = Quarantine(
-                f"retry_not_confirmed: the copy for retry tier {tier} was not confirmed "
-                f"({refused}); replay it once that tier takes messages again"
-            )
+            instead = Quarantine(refusal.format(refused))
             return await self.quarantine(delivery, instead, context, outcome)
-        return self._acked_as(delivery, Settled.RETRIED)
+        return self._acked_as(delivery, settled)
 
     async def quarantine(
         self,
@@ -199,7 +235,7 @@ class Settler:
             consumer=self._consumer_name,
         )
         try:
-            await self._publish(delivery, self._dlx, copy, self._service)
+            await self._publish(delivery, self._dlx, copy, self._service, "quarantine")
         except _ChannelGone:
             return Settled.LEFT
         except _Refused:
@@ -209,12 +245,33 @@ class Settler:
             return Settled.LEFT
         return self._acked_as(delivery, Settled.QUARANTINED)
 
+    async def defer(
+        self, delivery: Delivery, context: DeliveryContext, delay_s: float
+    ) -> Settled | None:
+        """Back to its own queue with its attempt unchanged (its handler is at its limit,
+        consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
+        the queue when it is 0; then ack. None if the broker refused the copy."""
+        assert self._requeue is not None and self._delays, "Settler.open() was not awaited"
+        copy = _unchanged_copy(delivery, context)
+        try:
+            if delay_s > 0:
+                exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
+                await self._publish(delivery, self._delays[exchange], copy, key, "defer")
+            else:
+                await self._publish(delivery, self._requeue, copy, "", "defer")
+        except _ChannelGone:
+            return Settled.LEFT
+        except _Refused:
+            return None
+        return self._acked_as(delivery, Settled.DEFERRED)
+
     async def _publish(
         self,
         delivery: Delivery,
         exchange: AbstractExchange,
         copy: aio_pika.Message,
         routing_key: str,
+        kind: str,
     ) -> None:
         """Publish until confirmed; `_Refused` if the broker says no, `_ChannelGone` if the
         delivery's channel closed first."""
@@ -225,16 +282,15 @@ class Settler:
                 started = time.monotonic()
                 await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
                 if self._on_confirmed is not None:
-                    kind = "retry" if exchange is self._retry else "quarantine"
                     self._on_confirmed(kind, time.monotonic() - started)
                 return
             except DeliveryError as exc:  # nack, or returned as unroutable
-                self._log_refused(exchange, routing_key, exc)
+                self._log_refused(exchange, routing_key, exc, kind)
                 raise _Refused(_describe(exc)) from exc
             except Exception as exc:
                 if not self._channel.is_closed or interruption == _MAX_INTERRUPTIONS:
                     # An open channel that did not confirm in time: the broker's answer.
-                    self._log_refused(exchange, routing_key, exc)
+                    self._log_refused(exchange, routing_key, exc, kind)
                     raise _Refused(_describe(exc)) from exc
                 _log.warning(
                     "copy.interrupted",
@@ -245,16 +301,35 @@ class Settler:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _log_refused(self, exchange: AbstractExchange, routing_key: str, exc: Exception) -> None:
+    def _log_refused(
+        self, exchange: AbstractExchange, routing_key: str, exc: Exception, kind: str
+    ) -> None:
         _log.warning(
             "copy.not_confirmed",
             exchange=exchange.name,
             routing_key=routing_key,
             error=_describe(exc),
-            fallback="a quarantine copy"
-            if exchange is self._retry
-            else "reject to the dead-letter exchange",
+            fallback=_FALLBACK_OF_KIND.get(kind, "a quarantine copy"),
         )
+
+
+# What happens to a delivery whose copy of this kind the broker refused (else: quarantine).
+_FALLBACK_OF_KIND = {
+    "quarantine": "reject to the dead-letter exchange",
+    "defer": "run it here once its handler has room",
+}
+
+
+def _unchanged_copy(delivery: Delivery, context: DeliveryContext) -> aio_pika.Message:
+    """Back to its queue as it is: the same attempt, it has not run (a hold, a deferral)."""
+    return held_copy(
+        delivery,
+        origin_queue=context.origin_queue,
+        original_routing_key=context.original_routing_key,
+        attempt=context.attempt,
+        message_type=context.message_type,
+        message_id=context.message_id,
+    )
 
 
 def _describe(exc: BaseException) -> str:

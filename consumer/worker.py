@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
@@ -20,12 +21,13 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
 from common.declare import declare_topology
+from common.delays import delay_bucket, held_for
 from common.emitter import EventEmitter
 from common.envelope import Envelope, decode_delivery, original_routing_key
-from common.errors import ConfigurationError, UndecodableMessageError
+from common.errors import UndecodableMessageError
 from common.headers import read_attempt
+from common.legacy_tiers import find_legacy_tiers
 from common.logging import get_logger
-from common.names import format_delay
 from common.topology import Topology, service_topology
 from common.tracing import process_span, tracing_enabled
 from consumer.acks import AckBatcher
@@ -33,13 +35,16 @@ from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
 from consumer.dedupe import Dedupe
 from consumer.delivery import Delivery
-from consumer.dispatch import run_handler
+from consumer.dispatch import run_handler, undecodable, unknown_type
 from consumer.isolation import SuspectGate, probation
 from consumer.lifecycle import Lifecycle
+from consumer.limits import HandlerLimits
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
     DEFAULT_MAX_ATTEMPTS,
     Ack,
+    Decision,
+    Delays,
     Outcome,
     OutcomeKind,
     Quarantine,
@@ -66,16 +71,23 @@ class Worker:
         registry: Registry,
         *,
         consumer_name: str | None = None,
+        on_settled: Callable[[str | None, Decision, Outcome], None] | None = None,
     ) -> None:
+        """`on_settled(message_id, decision, outcome)` learns each delivery's end once it is
+        settled (consumer.pytest_plugin waits on it)."""
         self.settings = settings
+        self._on_settled = on_settled
         self.registry = registry
         self.service = registry.service
         self.consumer_name = consumer_name or f"{self.service}@{socket.gethostname()}:{os.getpid()}"
-        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, tuple(settings.retry_delays_s))
+        self._default_schedule = Delays(tuple(settings.retry_delays_s))
+        self._default_policy = RetryPolicy(DEFAULT_MAX_ATTEMPTS, self._default_schedule)
         # Built once: `settings.priority_order` makes a new tuple on every call, and decoding
         # needs it for every delivery.
         self._priorities = settings.priority_order
         self._policies = {spec.type_pattern: self._policy_for(spec) for spec in registry.specs}
+        self._hooks = registry.hooks
+        self._limits = HandlerLimits(registry, self._priorities)
         self._slots = PrioritySlots(settings.concurrency)
         self._gate = SuspectGate()
         self.metrics = ConsumerMetrics(self.service)
@@ -103,14 +115,7 @@ class Worker:
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
-        delays = spec.retry_delays_s or tuple(self.settings.retry_delays_s)
-        missing = set(delays) - set(self.settings.retry_delays_s)
-        if missing:
-            raise ConfigurationError(
-                f"handler {spec.type_pattern!r} asks for retry delays {sorted(missing)} that are "
-                f"not retry tiers; HOPLINE_RETRY_DELAYS_S is {self.settings.retry_delays_s}"
-            )
-        return RetryPolicy(spec.max_attempts, delays)
+        return RetryPolicy(spec.max_attempts, spec.retry or self._default_schedule)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -130,6 +135,7 @@ class Worker:
                 settings, self.service, self.registry.type_patterns, broker_version(connection)
             )
             await declare_topology(connection, self._topology)
+            await _report_legacy_tiers(connection, settings)
             connection.reconnect_callbacks.add(self._redeclare)
             self._watch_connection(connection)
 
@@ -217,6 +223,8 @@ class Worker:
             if delivery.redelivered:
                 self.metrics.redeliveries.labels(self.service, priority).inc()
                 await self._handle_alone(delivery)
+            elif self._limits:
+                await self._handle_limited(delivery)
             else:
                 await self._handle(delivery)
 
@@ -257,6 +265,39 @@ class Worker:
         finally:
             self._gate.leave()
 
+    async def _handle_limited(self, delivery: Delivery) -> None:
+        """A delivery whose handler has limits waits for its place without a handler slot,
+        or goes back to the tail of its queue (consumer.limits)."""
+        limit = self._limits.for_delivery(delivery)
+        if limit is None:
+            await self._handle(delivery)
+            return
+        if not await limit.enter():
+            if await self._defer(delivery, limit.deferral_s()):
+                return
+            await limit.enter(bounded=False)  # the broker refused the deferral: wait here
+        try:
+            await self._handle(delivery)
+        finally:
+            limit.leave()
+
+    async def _defer(self, delivery: Delivery, delay_s: float) -> bool:
+        """False if the broker refused the deferred copy (the delivery is still ours)."""
+        settler = self._settler
+        assert settler is not None
+        if not await settler.wait_until_publishable(delivery.channel):
+            return True  # its channel closed: the broker redelivers it
+        attempt = read_attempt(delivery.headers)
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.defer(delivery, context, delay_s)
+        _log.debug(
+            "message.deferred",
+            queue=delivery.queue,
+            message_id=delivery.message_id,
+            delay_s=round(delay_s, 3),
+        )
+        return settled is not None
+
     async def _handle_alone(self, delivery: Delivery) -> None:
         """A suspect (redelivered) delivery: no other handler runs with it, and every ack
         before it and its own are on the wire before anything else starts."""
@@ -286,6 +327,10 @@ class Worker:
             message_id=delivery.message_id, queue=delivery.queue, attempt=attempt, type=None
         )
         try:
+            hold_s = held_for(delivery.headers)
+            if hold_s is not None:
+                await self._hold(delivery, hold_s, attempt)
+                return
             try:
                 envelope = decode_delivery(
                     delivery,
@@ -295,7 +340,7 @@ class Worker:
                     redelivered=delivery.redelivered,
                 )
             except UndecodableMessageError as exc:
-                outcome = Outcome(OutcomeKind.UNDECODABLE, "UndecodableMessage", exc.reason)
+                outcome = undecodable(exc.reason)
                 await self._apply(
                     delivery,
                     decide(outcome, attempt, self._default_policy),
@@ -309,11 +354,7 @@ class Worker:
             bind_contextvars(type=envelope.message_type)  # before the handler: its lines too
             spec = self.registry.find(envelope.message_type)
             if spec is None:
-                outcome = Outcome(
-                    OutcomeKind.UNKNOWN_TYPE,
-                    "UnknownMessageType",
-                    f"service {self.service!r} has no handler for type {envelope.message_type!r}",
-                )
+                outcome = unknown_type(self.service, envelope.message_type)
                 policy = self._default_policy
                 type_label = UNKNOWN_TYPE
             else:
@@ -348,7 +389,18 @@ class Worker:
         if await self._dedupe.already_succeeded(spec, envelope.message_id):
             _log.info("message.skipped", reason="already succeeded for this service")
             return Outcome.success()
-        return await run_handler(spec, envelope, self._deadlines)
+        return await run_handler(spec, envelope, self._deadlines, self._hooks)
+
+    async def _hold(self, delivery: Delivery, hold_s: float, attempt: int) -> None:
+        """A foreign publisher's `x-hopline-deliver-at` is ahead: wait in the broker."""
+        settler = self._settler
+        assert settler is not None
+        context = self._context(delivery, attempt, delivery.type, delivery.message_id)
+        settled = await settler.hold(delivery, hold_s, context)
+        spec = self.registry.find(delivery.type or "")
+        type_label = spec.type_pattern if spec is not None else UNKNOWN_TYPE
+        self.metrics.settled(type_label, delivery.queue_priority, settled.value, "")
+        _log.info("message.handled", outcome=settled.value, held_s=round(hold_s, 3))
 
     @staticmethod
     def _context(
@@ -384,6 +436,7 @@ class Worker:
             )
             self.metrics.settled(type_label, priority, settled.value, "")
             _log.info("message.handled", outcome=settled.value)
+            self._observed(message_id, decision, outcome)
             return
         context = self._context(delivery, attempt, message_type, message_id)
         reason = outcome.kind.value  # a bounded class for the metric label, never the text
@@ -394,7 +447,7 @@ class Worker:
             )
             self.metrics.settled(type_label, priority, settled.value, reason)
             if settled is Settled.RETRIED:
-                delay = format_delay(decision.delay_s)
+                delay = delay_bucket(decision.delay_s)
                 self.metrics.retry_copies.labels(self.service, delay).inc()
             _log.warning(
                 "message.handled",
@@ -417,6 +470,11 @@ class Worker:
                 reason=decision.reason,
                 error_type=outcome.error_type,
             )
+        self._observed(message_id, decision, outcome)
+
+    def _observed(self, message_id: str | None, decision: Decision, outcome: Outcome) -> None:
+        if self._on_settled is not None:
+            self._on_settled(message_id, decision, outcome)
 
     async def readiness(self) -> str | None:
         """None when this worker does its job; else why not (its /readyz answer)."""
@@ -536,6 +594,21 @@ class Worker:
             await self._connection.close()
             self._connection = None
         self.ready.clear()
+
+
+async def _report_legacy_tiers(
+    connection: AbstractRobustConnection, settings: ConsumerSettings
+) -> None:
+    """Retry tiers of an earlier version still exist: what waits there comes back by itself
+    (common.legacy_tiers); say so, and how to remove them once the upgrade is over."""
+    tiers = await find_legacy_tiers(connection, settings)
+    if tiers:
+        _log.warning(
+            "topology.legacy_retry_tiers",
+            tiers={tier.queue: tier.messages for tier in tiers},
+            detail="messages waiting there return to their queues when their TTL expires",
+            action="once every consumer runs this version: hopline topology retire-tiers",
+        )
 
 
 # Outcomes the breaker counts: successes and transient failures (a dependency's health).

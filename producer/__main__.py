@@ -49,8 +49,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     configure_logging(settings.log_level, settings.log_format)
     configure_tracing("hopline-producer")
+    try:
+        app = create_app(settings)
+    except HoplineError as exc:  # e.g. an unreadable HOPLINE_ASYNCAPI_FILE
+        print(f"hopline-producer: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -8,9 +8,6 @@ the queues themselves. The bodies are in `producer/admin_schemas.py`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import re
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +37,7 @@ from producer.admin_schemas import (
     ReplayIn,
     UnroutableReplayIn,
 )
+from producer.pages import static_page
 from producer.settings import ProducerSettings
 from producer.state import app_state
 from producer.status_api import STATUS_RESPONSES, message_status
@@ -107,35 +105,10 @@ async def _operator(request: Request) -> AsyncIterator[Operator]:
 _PAGE = Path(__file__).with_name("static") / "admin.html"
 
 
-def _page_headers(page: str) -> dict[str, str]:
-    """Only the page's own inline script and style may run (by hash), it talks only to its
-    own origin, and no other site may frame it (clickjacking a "Discard group" button)."""
-    hashes = {
-        kind: " ".join(
-            "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
-            for body in re.findall(rf"<{kind}>(.*?)</{kind}>", page, flags=re.DOTALL)
-        )
-        for kind in ("script", "style")
-    }
-    policy = (
-        f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; "
-        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
-        "frame-ancestors 'none'"
-    )
-    return {
-        "Content-Security-Policy": policy,
-        "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-    }
-
-
 async def admin_page() -> HTMLResponse:
     """The quarantine console: one static page that talks to the admin API. The page holds
     no data: everything it shows comes from the admin API, which needs the token."""
-    page = await asyncio.to_thread(_PAGE.read_text)
-    return HTMLResponse(page, headers=_page_headers(page))
+    return await static_page(_PAGE)
 
 
 OperatorDep = Annotated[Operator, Depends(_operator)]

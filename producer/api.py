@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from common import headers as h
+from common.delays import DelayError, delay_routing_key, seconds_until
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError, StatusUnavailableError
 from common.logging import get_logger
@@ -171,6 +173,23 @@ def _check(message: MessageIn, settings: ProducerSettings, loc: tuple[str | int,
     return body
 
 
+def _due(message: MessageIn, loc: tuple[str | int, ...]) -> datetime | None:
+    """When a scheduled message becomes due (None: now); 422 for a time in the past, too far
+    ahead, or a routing key too long to carry a delay."""
+    if message.deliver_at is None and not message.delay_s:
+        return None
+    now = datetime.now(UTC)
+    field = "deliver_at" if message.deliver_at is not None else "delay_s"
+    due = message.deliver_at or now + timedelta(seconds=message.delay_s or 0)
+    try:
+        delay_routing_key(seconds_until(due, now), f"{message.priority}.{message.type}")
+    except DelayError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": (*loc, field), "msg": str(exc), "input": None}]
+        ) from exc
+    return due.astimezone(UTC)
+
+
 def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
     return new_envelope(
         message.type,
@@ -183,14 +202,21 @@ def _envelope(message: MessageIn, settings: ProducerSettings) -> Envelope:
     )
 
 
-async def _publish_traced(envelope: Envelope, body: bytes, ingest: Ingest) -> None:
+async def _publish_traced(
+    envelope: Envelope, body: bytes, due: datetime | None, ingest: Ingest
+) -> None:
     """Publish one message in a PRODUCER span that continues the request's trace."""
     exchange = ingest.settings.names.ingress
     sent_at = datetime.now(UTC)  # before the publish: a consumer may start before the confirm
     with publish_span(exchange, envelope.routing_key, ingest.trace_headers) as inject:
         message = to_message(envelope, body)
         inject(message.headers)
-        await ingest.publisher.publish(message, envelope.routing_key)
+        delay_s = None
+        if due is not None:
+            message.headers[h.DELIVER_AT] = due.isoformat()
+            delay_s = max(0.0, (due - datetime.now(UTC)).total_seconds())
+        await ingest.publisher.publish(message, envelope.routing_key, delay_s)
+
     ingest.status.accepted(envelope, sent_at)
 
 
@@ -211,21 +237,27 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 async def _publish(
-    message: MessageIn, body: bytes, ingest: Ingest, idempotency_key: str | None
+    message: MessageIn,
+    body: bytes,
+    due: datetime | None,
+    ingest: Ingest,
+    idempotency_key: str | None,
 ) -> tuple[MessageAccepted, bool]:
     """The answer, and whether it repeats an earlier one (nothing was published then)."""
     envelope = _envelope(message, ingest.settings)
-    accepted = MessageAccepted(message_id=envelope.message_id, routing_key=envelope.routing_key)
+    accepted = MessageAccepted(
+        message_id=envelope.message_id, routing_key=envelope.routing_key, deliver_at=due
+    )
     given = idempotency_key or message.message_id
     if given is None:
-        await _publish_traced(envelope, body, ingest)
+        await _publish_traced(envelope, body, due, ingest)
         return accepted, False
     if ingest.idempotent is None:
         if idempotency_key is not None:
             raise ServiceUnavailable(
                 "this producer keeps no status store: it cannot honour an Idempotency-Key"
             )
-        await _publish_traced(envelope, body, ingest)
+        await _publish_traced(envelope, body, due, ingest)
         return accepted, False
     scope = ingest.key.spec.name if ingest.key is not None else ""
     try:
@@ -233,7 +265,7 @@ async def _publish(
             f"{scope}\x00{given}",
             fingerprint(message.model_dump_json().encode()),
             accepted,
-            lambda: _publish_traced(envelope, body, ingest),
+            lambda: _publish_traced(envelope, body, due, ingest),
         )
     except StatusUnavailableError as exc:
         if idempotency_key is not None:  # the client asked for the guarantee: say we cannot
@@ -242,7 +274,7 @@ async def _publish(
             ) from exc
         # A client message_id alone: published as before (handlers may still dedupe by it).
         _log.warning("idempotency.skipped", message_id=envelope.message_id, error=str(exc))
-    await _publish_traced(envelope, body, ingest)
+    await _publish_traced(envelope, body, due, ingest)
     return accepted, False
 
 
@@ -275,11 +307,12 @@ async def post_message(
 ) -> MessageAccepted:
     settings, key = ingest.settings, ingest.key
     body = _check(message, settings, ("body",))
+    due = _due(message, ("body",))
     if key is not None:
         key.check_message(message.type, message.priority)
         key.spend(1)
     try:
-        accepted, replayed = await _publish(message, body, ingest, idempotency_key)
+        accepted, replayed = await _publish(message, body, due, ingest, idempotency_key)
     except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
         raise ServiceUnavailable(str(exc)) from exc
     if replayed:
@@ -318,6 +351,9 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
         _check(message, settings, ("body", "messages", index))
         for index, message in enumerate(batch.messages)
     ]
+    dues = [
+        _due(message, ("body", "messages", index)) for index, message in enumerate(batch.messages)
+    ]
     if key is not None:
         for message in batch.messages:
             key.check_message(message.type, message.priority)
@@ -328,13 +364,13 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
     envelopes = [_envelope(message, settings) for message in batch.messages]
     outcomes = await asyncio.gather(
         *(
-            _publish_traced(envelope, body, ingest)
-            for envelope, body in zip(envelopes, bodies, strict=True)
+            _publish_traced(envelope, body, due, ingest)
+            for envelope, body, due in zip(envelopes, bodies, dues, strict=True)
         ),
         return_exceptions=True,
     )
     results = []
-    for index, (envelope, outcome) in enumerate(zip(envelopes, outcomes, strict=True)):
+    for index, (envelope, due, outcome) in enumerate(zip(envelopes, dues, outcomes, strict=True)):
         if isinstance(outcome, BaseException) and not isinstance(
             outcome, BrokerUnavailableError | PublishNotConfirmedError
         ):
@@ -345,6 +381,7 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
                 status="failed" if outcome else "accepted",
                 message_id=envelope.message_id,
                 routing_key=envelope.routing_key,
+                deliver_at=due,
                 error=str(outcome) if outcome else None,
             )
         )

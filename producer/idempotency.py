@@ -81,7 +81,9 @@ class Idempotent:
                 datetime.now(UTC),
             )
             if claim.outcome == "accepted":
-                first = MessageAccepted(message_id=claim.message_id, routing_key=claim.routing_key)
+                first = accepted.model_copy(
+                    update={"message_id": claim.message_id, "routing_key": claim.routing_key}
+                )
                 return first, True
             if claim.outcome == "mismatch":
                 raise IdempotencyConflict(

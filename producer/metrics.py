@@ -104,10 +104,12 @@ class MeasuredPublisher:
     async def close(self) -> None:
         await self._inner.close()
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
         started = time.monotonic()
         try:
-            await self._inner.publish(message, routing_key)
+            await self._inner.publish(message, routing_key, delay_s)
         except BrokerUnavailableError:
             self._metrics.unavailable.labels("broker_unavailable").inc()
             raise

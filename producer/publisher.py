@@ -19,6 +19,7 @@ from aiormq.exceptions import ChannelAccessRefused
 
 from common.connection import access_refused_error, broker_version, connect
 from common.declare import declare_topology
+from common.delays import delay_exchanges, publish_route
 from common.errors import BrokerUnavailableError, HoplineError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.settings import HoplineSettings
@@ -39,8 +40,12 @@ class Publisher(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
-        """Return once confirmed; raise BrokerUnavailableError or PublishNotConfirmedError."""
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
+        """Return once confirmed; raise BrokerUnavailableError or PublishNotConfirmedError.
+        With `delay_s`, the message waits in the delay levels and is routed by
+        `routing_key` when it is due (common.delays)."""
 
 
 class BrokerPublisher:
@@ -49,7 +54,7 @@ class BrokerPublisher:
         self._reconnect_interval_s = reconnect_interval_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._topology_declared = False
         self._connector: asyncio.Task[None] | None = None
 
@@ -84,9 +89,11 @@ class BrokerPublisher:
         try:
             await self._declare(connection)
             self._channel = await connection.channel(publisher_confirms=True)
-            self._exchange = await self._channel.get_exchange(
-                self._settings.names.ingress, ensure=False
-            )
+            names = self._settings.names
+            self._exchanges = {
+                name: await self._channel.get_exchange(name, ensure=False)
+                for name in (names.ingress, *delay_exchanges(names))
+            }
         except BaseException:
             await connection.close()
             raise
@@ -115,8 +122,11 @@ class BrokerPublisher:
             self._connection = None
         self._topology_declared = False
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
-        exchange = self._exchange
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
+        exchange_name, routing_key = publish_route(self._settings.names, routing_key, delay_s)
+        exchange = self._exchanges.get(exchange_name)
         if exchange is None or not self.ready:
             raise BrokerUnavailableError("RabbitMQ is not reachable right now")
         timeout_s = self._settings.publish_timeout_s
@@ -162,5 +172,7 @@ class NoPublisher:
     async def close(self) -> None:
         return None
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
         raise BrokerUnavailableError("this process serves the admin API only")

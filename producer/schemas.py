@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
+from common.delays import MAX_DELAY_S
 from common.headers import RESERVED_PREFIX
 from common.names import MESSAGE_TYPE_PATTERN
 
@@ -75,6 +85,26 @@ class MessageIn(BaseModel):
         },
     )
 
+    delay_s: float | None = Field(
+        None,
+        strict=True,  # a number: `false` or `"5"` are mistakes, not a delay of 0 or 5 s
+        ge=0,
+        le=MAX_DELAY_S,
+        description="Deliver no earlier than this many seconds from now (rounded up to whole "
+        "seconds; held in the broker, routed by its type when due). Not with `deliver_at`.",
+    )
+    deliver_at: AwareDatetime | None = Field(
+        None,
+        description="Deliver no earlier than this time (RFC 3339 with a time zone, not in the "
+        f"past, at most {MAX_DELAY_S} s ahead). Not with `delay_s`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> MessageIn:
+        if self.delay_s is not None and self.deliver_at is not None:
+            raise ValueError("give delay_s or deliver_at, not both")
+        return self
+
     @field_validator("headers")
     @classmethod
     def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
@@ -104,6 +134,9 @@ class MessageAccepted(BaseModel):
     status: Literal["accepted"] = "accepted"
     message_id: str
     routing_key: str
+    deliver_at: datetime | None = Field(
+        None, description="When a scheduled message becomes due (absent: delivered now)."
+    )
 
 
 class BatchItemResult(BaseModel):
@@ -111,6 +144,7 @@ class BatchItemResult(BaseModel):
     status: Literal["accepted", "failed"]
     message_id: str
     routing_key: str
+    deliver_at: datetime | None = None
     error: str | None = Field(None, description="Why this item was not accepted; retry it.")
 
 

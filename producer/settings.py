@@ -64,6 +64,11 @@ class ProducerSettings(HoplineSettings):
         description="Run the status recorder in this process (events queue -> status store); "
         "turn off where `hopline recorder` runs on its own.",
     )
+    asyncapi_file: str | None = Field(
+        None,
+        description="The AsyncAPI document served at /asyncapi.json (written by `hopline "
+        "asyncapi --handlers ... --out FILE`); unset: the ingress contract without services.",
+    )
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list,
         description="Ingestion API keys as JSON (`hopline apikey` makes one); "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.testing_broker import PrivateNode
 from deploy.local.broker import (
     LocalBroker,
     free_port,
@@ -20,7 +21,7 @@ from deploy.local.broker import (
     start_local_broker,
     stop_local_broker,
 )
-from tests.support.broker import BrokerEndpoint, Management, Vhost, Vhosts, provide_broker
+from tests.support.broker import BrokerEndpoint, Management, Vhost, start_private_node
 from tests.support.needs import missing
 from tests.support.postgres import fresh_database
 
@@ -39,17 +40,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[BrokerEndpoint]:
-    """The session's RabbitMQ; skips (fails under CI=true) when none can be had."""
-    with provide_broker() as endpoint:
-        yield endpoint
+def hopline_private_node() -> PrivateNode:
+    """The plugin's last source of a broker: a private node from `rabbitmq-server`."""
+    return start_private_node
+
+
+@pytest.fixture(scope="session")
+def broker(hopline_broker: BrokerEndpoint) -> BrokerEndpoint:
+    """The session's RabbitMQ; skips (fails under CI=true) when none can be had. The same
+    one the `hopline_*` fixtures of consumer.pytest_plugin use: one broker per session."""
+    return hopline_broker
 
 
 @pytest.fixture
-async def vhost(broker: BrokerEndpoint) -> AsyncIterator[Vhost]:
-    """A fresh vhost `test-<short uuid>` for this test, deleted with all it holds afterwards."""
-    async with Vhosts(broker) as vhosts:
-        yield await vhosts.create()
+def vhost(hopline_vhost: Vhost) -> Vhost:
+    """A fresh vhost `test-<short uuid>` for this test, deleted with all it holds afterwards
+    (the plugin's `hopline_vhost`: a test using both gets one vhost)."""
+    return hopline_vhost
 
 
 @pytest.fixture

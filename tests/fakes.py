@@ -14,6 +14,7 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, aio_pika.Message]] = []
+        self.delays: dict[str, float | None] = {}  # by message id: what publish was asked
         self.available = True
         self.confirming = True
         self.started = False
@@ -28,9 +29,12 @@ class FakePublisher:
     async def close(self) -> None:
         self.started = False
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
         if not self.ready:
             raise BrokerUnavailableError("RabbitMQ is not reachable right now")
         if not self.confirming:
             raise PublishNotConfirmedError("the broker did not confirm the publish within 1 s")
         self.published.append((routing_key, message))
+        self.delays[message.message_id or ""] = delay_s

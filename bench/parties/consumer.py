@@ -6,6 +6,10 @@ Modes:
 - `priority`: while the worker drains whatever is queued, this process publishes a trickle of
   high-priority probes and records their latency to handler start.
 - `failure`: 10 % of messages fail once, 1 % always fail (quarantined after `max_attempts`).
+- `limits`: publishes `mixed` no-op messages interleaved one to one with as many of a type
+  limited to `concurrency=2` whose handler takes 50 ms (saturated throughout), then times
+  how long the worker takes to handle `count` unlimited ones. With `semaphore`, the limit is
+  an `asyncio.Semaphore(2)` inside the handler instead (what services did before `limits`).
 - `share`: a no-op handler in one of several consumer processes draining the same queue
   (scale-out); done when `count` were handled here or nothing came for `idle_s`. Reports the
   wall-clock times of its first and last message so the harness can add processes up.
@@ -14,6 +18,7 @@ Modes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from typing import Any
@@ -118,9 +123,27 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
             latencies.append(time.time() - payload["sent_at"])
             one_done()
 
+    limited_runs = 0
+    if mode == "limits":
+
+        @registry.handler(MESSAGE_TYPE)
+        async def unlimited(payload: Any) -> None:
+            one_done()
+
+        semaphore = asyncio.Semaphore(2) if args.get("semaphore") else None
+
+        @registry.handler(_PROBE_TYPE, concurrency=None if semaphore else 2)
+        async def limited(payload: Any) -> None:
+            nonlocal limited_runs
+            async with semaphore or contextlib.nullcontext():
+                limited_runs += 1
+                await asyncio.sleep(0.05)
+
+        await _publish_mixed(args, args["mixed"])
+
     if mode == "failure":
 
-        @registry.handler(MESSAGE_TYPE, max_attempts=max_attempts, retry_delays_s=(0.2,))
+        @registry.handler(MESSAGE_TYPE, max_attempts=max_attempts, retry=(0,))
         async def flaky(payload: Any) -> None:
             nonlocal quarantined
             index = payload["i"]
@@ -166,6 +189,9 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     }
     if latencies:
         result["latencies_s"] = latencies
+    if mode == "limits":
+        result["limited_runs"] = limited_runs
+        result["deferrals"] = _deferrals(worker)
     if mode == "failure":
         result["quarantined"] = quarantined
         result["handler_calls"] = sum(calls.values())
@@ -191,6 +217,36 @@ async def _probe(args: dict[str, Any], count: int, rate: float) -> None:
             await exchange.publish(message, key("high").replace(MESSAGE_TYPE, _PROBE_TYPE))
     finally:
         await connection.close()
+
+
+async def _publish_mixed(args: dict[str, Any], count: int) -> None:
+    """`count` unlimited and `count` limited messages, alternating, confirmed in windows."""
+    connection = await aio_pika.connect(args["amqp_url"])
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(args["exchange"], ensure=False)
+        limited_key = key().replace(MESSAGE_TYPE, _PROBE_TYPE)
+        window = []
+        for index in range(count):
+            probe = amqp_message(index)
+            probe.type = _PROBE_TYPE
+            window.append(exchange.publish(probe, limited_key))
+            window.append(exchange.publish(amqp_message(index), key()))
+            if len(window) >= 1000:
+                await asyncio.gather(*window)
+                window.clear()
+        await asyncio.gather(*window)
+    finally:
+        await connection.close()
+
+
+def _deferrals(worker: Worker) -> int:
+    """Confirmed deferral copies (the settle histogram's count for kind `defer`)."""
+    for family in worker.metrics.settle.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("kind") == "defer":
+                return int(sample.value)
+    return 0
 
 
 async def _backlog(worker: Worker, settings: Any) -> int:

@@ -3,7 +3,7 @@
 Each handled message appends one JSON line (its number, the process, the time) to
 `HOPLINE_TEST_RECORD_FILE`, after the work and before the ack: a line is a message handled.
 A payload may ask for a failure (tests/support/chaos.py): `fail_first` raises a
-RetryableError on attempt 1 (the message then waits in a retry tier), `exit` ends the process
+RetryableError on attempt 1 (the message then waits in the delay levels), `exit` ends the process
 on every attempt (a poison message).
 """
 

@@ -65,8 +65,9 @@ async def test_a_dependency_outage_pauses_consuming_instead_of_quarantining(
                 await publish_raw(
                     amqp_url, NAMES.ingress, "normal.jobs.store", aio_pika.Message(body)
                 )
-            # When the database stays down for 3 seconds, then comes back
-            await asyncio.sleep(3)  # the outage's own length
+            # When the database stays down for 6 seconds, then comes back: longer than a
+            # message's five attempts with 1 s between them
+            await asyncio.sleep(6)  # the outage's own length
             database["up"] = True
             # Then every message ends stored or quarantined (a deadline-based wait: with
             # both counts settled, the assertions below are exact, not a snapshot)

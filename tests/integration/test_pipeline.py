@@ -128,11 +128,11 @@ async def test_a_transient_failure_is_retried_with_delay_then_acked(amqp_url: st
         )
         assert response.status_code == 202
         await wait_until(lambda: len(seen.calls) >= 3, timeout_s=15, message="no third attempt")
-    # Then it ran three times, each retry after at least its tier's delay, and was acked
+    # Then it ran three times, each retry no earlier than its delay, and was acked
     times = [at for at, _, _ in seen.calls]
     assert len(seen.calls) == 3
     assert times[1] - times[0] >= settings.retry_delays_s[0] * 0.9
-    assert times[2] - times[1] >= settings.retry_delays_s[1] * 0.9
+    assert times[2] - times[1] >= settings.retry_delays_s[-1] * 0.9
     assert {envelope.message_id for _, _, envelope in seen.calls} == {response.json()["message_id"]}
     assert await queue_depth(amqp_url, NAMES.work_queue("payments", "normal")) == 0
     assert await queue_depth(amqp_url, NAMES.quarantine("payments")) == 0
@@ -161,14 +161,14 @@ async def test_a_retry_goes_back_only_to_the_queue_it_failed_in(amqp_url: str) -
         for service in ("mailer", "audit")
         for priority in priorities
     ]
-    retry_tiers = [NAMES.retry_queue(delay_s) for delay_s in settings.retry_delays_s]
+    delay_levels = [NAMES.delay_level(level) for level in range(3)]
 
     async def quiet() -> bool:
-        """Nothing waits in a retry tier or a work queue: a retry routed to the audit
+        """Nothing waits in a delay level or a work queue: a retry routed to the audit
         service too would have landed in its queue when the mailer's copy landed in the
-        mailer's (both copies leave the tier in one dead-lettering), so by now it was
+        mailer's (both copies leave the levels in one routing), so by now it was
         either consumed by the audit worker or is still ready and keeps this false."""
-        for queue in (*retry_tiers, *work_queues):
+        for queue in (*delay_levels, *work_queues):
             if await queue_depth(amqp_url, queue):
                 return False
         return True

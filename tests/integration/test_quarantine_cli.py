@@ -304,6 +304,28 @@ def test_publishing_many_copies_sums_up_in_one_line(vhost: Vhost, broker: Broker
     assert asyncio.run(queue_depth(vhost.amqp_url, NAMES.unroutable)) == 25
 
 
+def test_publish_with_a_delay_waits_in_the_delay_levels(
+    vhost: Vhost, broker: BrokerEndpoint
+) -> None:
+    # When a message is published for delivery in 300 s (256 + 32 + 8 + 4)
+    result = hopline(vhost, broker, "publish", "orders.created", '{"n": 1}', "--delay", "300")
+    # Then it was confirmed, waits in level 8 (256 s), and nothing has reached a queue yet
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("confirmed ")
+    assert "(due in 300 s)" in result.stdout
+    assert asyncio.run(queue_depth(vhost.amqp_url, NAMES.delay_level(8))) == 1
+    assert asyncio.run(queue_depth(vhost.amqp_url, NAMES.unroutable)) == 0
+
+
+def test_publish_refuses_a_delay_beyond_the_longest_in_one_line(
+    vhost: Vhost, broker: BrokerEndpoint
+) -> None:
+    result = hopline(vhost, broker, "publish", "orders.created", "{}", "--delay", "1e12")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "--delay" in result.stderr
+
+
 def test_message_content_is_shown_as_data_never_as_markup_or_escapes(
     vhost: Vhost, broker: BrokerEndpoint
 ) -> None:

@@ -14,6 +14,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common import headers as h
+from common.delays import delay_exchanges
 from common.names import Names
 from common.quarantine.failed import FailedMessage, failed_from_delivery
 from consumer import Registry, RetryableError
@@ -62,11 +63,12 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
     calls: list[int] = []
     settings = consumer_settings(amqp_url)
     async with running_worker(settings, _registry(calls)):
-        # Given the first retry tier is gone (deleted by hand), so a retry copy is returned
+        # Given the 1 s delay level's exchange is gone (deleted by hand), so the broker
+        # refuses every retry copy
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
-            await channel.queue_delete(NAMES.retry_queue(settings.retry_delays_s[0]))
+            await channel.exchange_delete(NAMES.delay_level(0))
         # When a handler fails transiently on its first attempt
         await _publish(amqp_url, 1)
         await wait_until(
@@ -76,7 +78,7 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
     [message] = await drain(amqp_url, QUARANTINE)
     failed = failed_from_delivery(message)
     assert calls == [1]
-    assert failed.reason.startswith("retry_not_confirmed: the copy for retry tier"), failed.reason
+    assert failed.reason.startswith("retry_not_confirmed: the copy for a 1 s delay"), failed.reason
     assert failed.error_type == "RetryableError"
     assert failed.attempts == 1
     assert await queue_depth(amqp_url, WORK_QUEUE) == 0
@@ -84,13 +86,13 @@ async def test_a_refused_retry_copy_is_quarantined_with_that_reason(amqp_url: st
 
 @asynccontextmanager
 async def _refusing_settler(amqp_url: str) -> AsyncIterator[tuple[Settler, Delivery]]:
-    """A settler whose retry and quarantine exchanges route nowhere (every copy comes back as
+    """A settler whose delay and quarantine exchanges route nowhere (every copy comes back as
     unroutable), and the first message of the work queue, taken for it."""
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         nowhere = Names(prefix="nowhere")
-        for exchange in (nowhere.retry, nowhere.dlx):
+        for exchange in (*delay_exchanges(nowhere), nowhere.dlx):
             await publish_channel.declare_exchange(exchange, "direct", auto_delete=True)
         acks = AckBatcher()
         settler = Settler(

@@ -67,7 +67,7 @@ class Answer:
 
 
 # What the chaos handler (tests/chaos/handlers.py) does with a payload besides its number.
-FAIL_FIRST = "fail_first"  # a RetryableError on attempt 1: it waits in a retry tier
+FAIL_FIRST = "fail_first"  # a RetryableError on attempt 1: it waits in the delay levels
 EXIT = "exit"  # the process exits on every attempt: a poison message
 
 

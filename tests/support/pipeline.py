@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Short tiers keep retry tests quick; the tier names become `hopline.retry.200ms` etc.
-FAST_RETRY_DELAYS_S = [0.2, 0.5]
+FAST_RETRY_DELAYS_S = [1.0]  # the shortest delay there is: one level-0 hop
 
 
 def consumer_settings(amqp_url: str, **overrides: Any) -> ConsumerSettings:

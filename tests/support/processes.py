@@ -29,7 +29,7 @@ def _environment(amqp_url: str, extra: dict[str, str], run_dir: Path) -> dict[st
             # A producer's status store: in the test's own directory, never the checkout's.
             "HOPLINE_STATUS_URL": f"sqlite:///{run_dir / 'status.sqlite3'}",
             "HOPLINE_LOG_FORMAT": "json",
-            "HOPLINE_RETRY_DELAYS_S": "0.2,0.5",
+            "HOPLINE_RETRY_DELAYS_S": "1",
             "HOPLINE_INGESTION_OPEN": "true",  # tests that need keys set HOPLINE_API_KEYS
             "PYTHONPATH": str(ROOT),
         }

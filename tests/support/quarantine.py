@@ -22,7 +22,7 @@ _TRACEBACK = "Traceback (most recent call last):\n  ...\nRuntimeError: boom"
 
 
 async def declare_service(amqp_url: str, service: str, patterns: tuple[str, ...] = ("#",)) -> None:
-    settings = HoplineSettings(amqp_url=SecretStr(amqp_url), retry_delays_s=[0.2, 0.5])
+    settings = HoplineSettings(amqp_url=SecretStr(amqp_url), retry_delays_s=[1.0])
     connection = await connect(settings, name="test-seed")
     try:
         version = broker_version(connection)

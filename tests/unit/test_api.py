@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -12,6 +13,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common import headers as h
+from common.delays import MAX_DELAY_S
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from producer.app import create_app
 from producer.settings import ProducerSettings
@@ -25,11 +28,13 @@ class SelectivelyFailingPublisher(FakePublisher):
         super().__init__()
         self.failures: dict[str, Exception] = {}
 
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(
+        self, message: aio_pika.Message, routing_key: str, delay_s: float | None = None
+    ) -> None:
         failure = self.failures.get(message.message_id or "")
         if failure is not None:
             raise failure
-        await super().publish(message, routing_key)
+        await super().publish(message, routing_key, delay_s)
 
 
 @pytest.fixture
@@ -72,6 +77,7 @@ async def test_a_valid_message_is_published_with_its_envelope(
         "status": "accepted",
         "message_id": "my-id-1",
         "routing_key": "high.orders.created",
+        "deliver_at": None,
     }
     [(routing_key, message)] = publisher.published
     assert routing_key == "high.orders.created"
@@ -202,6 +208,7 @@ async def test_a_batch_where_some_items_fail_is_202_saying_which_failed_and_why(
                 "status": "failed" if n in (1, 3) else "accepted",
                 "message_id": f"b-{n}",
                 "routing_key": "normal.jobs.run",
+                "deliver_at": None,
                 "error": {1: unreachable, 3: unconfirmed}.get(n),
             }
             for n in range(5)
@@ -323,3 +330,124 @@ async def test_metrics_count_requests_confirms_batches_and_503_causes(
     assert samples[("hopline_producer_publish_seconds_count", ())] == 3
     assert samples[("hopline_producer_unavailable_total", (("cause", "not_confirmed"),))] == 1
     assert samples[("hopline_producer_batch_messages_sum", ())] == 3
+
+
+# Scheduling: `delay_s` or `deliver_at`, bounds checked as 422.
+
+
+async def test_a_message_with_delay_s_is_published_delayed_and_says_when_it_is_due(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    before = datetime.now(UTC)
+
+    response = await client.post(
+        "/v1/messages", json={"type": "orders.created", "payload": {}, "delay_s": 90}
+    )
+
+    assert response.status_code == 202, response.text
+    due = datetime.fromisoformat(response.json()["deliver_at"])
+    assert before + timedelta(seconds=90) <= due <= datetime.now(UTC) + timedelta(seconds=90)
+    [(routing_key, message)] = publisher.published
+    assert routing_key == "normal.orders.created"  # the publisher adds the delay's bits
+    assert 89 < (publisher.delays[message.message_id or ""] or 0) <= 90
+    assert message.headers[h.DELIVER_AT] == due.isoformat()
+
+
+async def test_a_message_with_deliver_at_is_due_then(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+
+    response = await client.post(
+        "/v1/messages",
+        json={"type": "orders.created", "payload": {}, "deliver_at": due.isoformat()},
+    )
+
+    assert response.status_code == 202, response.text
+    assert datetime.fromisoformat(response.json()["deliver_at"]) == due
+    [(_, message)] = publisher.published
+    assert 7199 < (publisher.delays[message.message_id or ""] or 0) <= 7200
+
+
+async def test_a_message_without_a_schedule_is_published_now(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    response = await client.post("/v1/messages", json={"type": "orders.created", "payload": {}})
+
+    assert response.json()["deliver_at"] is None
+    [(_, message)] = publisher.published
+    assert publisher.delays[message.message_id or ""] is None
+    assert h.DELIVER_AT not in (message.headers or {})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "where", "fragment"),
+    [
+        ({"delay_s": -1}, "body.delay_s", "greater than or equal to 0"),
+        ({"delay_s": MAX_DELAY_S + 1}, "body.delay_s", f"less than or equal to {MAX_DELAY_S}"),
+        ({"delay_s": "5"}, "body.delay_s", "valid number"),
+        ({"deliver_at": "2001-01-01T00:00:00Z"}, "body.deliver_at", "is in the past"),
+        ({"deliver_at": "2999-01-01T00:00:00Z"}, "body.deliver_at", "longer than the longest"),
+        ({"deliver_at": "2030-01-01T00:00:00"}, "body.deliver_at", "timezone"),
+        ({"delay_s": 5, "deliver_at": "2030-01-01T00:00:00Z"}, "body", "not both"),
+    ],
+)
+async def test_a_schedule_that_cannot_be_kept_is_422_and_publishes_nothing(
+    client: httpx.AsyncClient,
+    publisher: FakePublisher,
+    schedule: dict[str, object],
+    where: str,
+    fragment: str,
+) -> None:
+    response = await client.post(
+        "/v1/messages", json={"type": "orders.created", "payload": {}, **schedule}
+    )
+
+    assert response.status_code == 422
+    [(location, message)] = _errors(response)
+    assert location == where and fragment in message, (location, message)
+    assert publisher.published == []
+
+
+async def test_a_type_too_long_to_carry_a_delay_is_422(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    response = await client.post(
+        "/v1/messages", json={"type": "a" * 200, "payload": {}, "delay_s": 5}
+    )
+
+    assert response.status_code == 422
+    [(location, message)] = _errors(response)
+    assert location == "body.delay_s" and "too long to be delayed" in message
+    assert publisher.published == []
+
+
+async def test_a_batch_with_one_bad_schedule_publishes_nothing(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    messages = [
+        {"type": "jobs.run", "payload": 1, "delay_s": 10},
+        {"type": "jobs.run", "payload": 2, "deliver_at": "2001-01-01T00:00:00Z"},
+    ]
+
+    response = await client.post("/v1/messages/batch", json={"messages": messages})
+
+    assert response.status_code == 422
+    assert _errors(response)[0][0] == "body.messages.1.deliver_at"
+    assert publisher.published == []
+
+
+async def test_a_batch_schedules_each_item_on_its_own(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    messages = [
+        {"type": "jobs.run", "payload": 1, "delay_s": 10},
+        {"type": "jobs.run", "payload": 2},
+    ]
+
+    response = await client.post("/v1/messages/batch", json={"messages": messages})
+
+    assert response.status_code == 202, response.text
+    first, second = response.json()["results"]
+    assert first["deliver_at"] is not None and second["deliver_at"] is None
+    assert sorted(d is None for d in publisher.delays.values()) == [False, True]

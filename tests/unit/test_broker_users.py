@@ -40,23 +40,26 @@ def roles() -> dict[str, Rights]:
 def test_declaring_needs_configure_on_each_name_and_the_broker_s_extra_checks() -> None:
     rights = declaration_rights(core_topology(SETTINGS))
 
-    assert NAMES.ingress in rights.configure and NAMES.retry_queue(1) in rights.configure
+    level = NAMES.delay_level(3)
+    assert NAMES.ingress in rights.configure and level in rights.configure
     # ingress names an alternate exchange: read on ingress, write on the alternate.
     assert NAMES.ingress in rights.read and NAMES.unroutable in rights.write
-    # retry tiers dead-letter to requeue: read on the tier, write on requeue.
-    assert NAMES.retry_queue(1) in rights.read and NAMES.requeue in rights.write
-    # the retry exchange is only ever a binding source.
-    assert NAMES.retry in rights.read and NAMES.retry not in rights.write
+    # a level dead-letters to the next: read on the level, write on the next one.
+    assert level in rights.read and NAMES.delay_level(2) in rights.write
+    # the entry exchange is only ever a binding source (publishing to it is a role's right).
+    assert NAMES.delay in rights.read and NAMES.delay not in rights.write
+    # `due` hands retries on to requeue: write on requeue.
+    assert NAMES.delay_due in rights.read and NAMES.requeue in rights.write
 
 
-def test_the_producer_may_publish_only_to_ingress_of_the_exchanges_it_does_not_declare(
+def test_the_producer_may_publish_only_to_ingress_and_delay_of_the_exchanges_it_does_not_declare(
     roles: dict[str, Rights],
 ) -> None:
     producer = roles["producer"]
 
-    assert {NAMES.ingress, NAMES.events} <= producer.write
+    assert {NAMES.ingress, NAMES.delay, NAMES.events} <= producer.write
     assert NAMES.status in producer.read  # the status recorder runs in the producer
-    assert NAMES.dlx not in producer.write and NAMES.retry not in producer.write
+    assert NAMES.dlx not in producer.write
     service_queues = {NAMES.work_queue("demo", "high"), NAMES.quarantine("demo")}
     assert not service_queues & (producer.read | producer.write | producer.configure)
 
@@ -65,7 +68,7 @@ def test_a_consumer_reads_only_its_own_work_queues(roles: dict[str, Rights]) -> 
     demo = roles["consumer-demo"]
 
     assert {NAMES.work_queue("demo", p) for p in SETTINGS.priorities} <= demo.read
-    assert {NAMES.retry, NAMES.requeue, NAMES.dlx, NAMES.events} <= demo.write
+    assert {NAMES.delay, NAMES.requeue, NAMES.dlx, NAMES.events} <= demo.write
     assert NAMES.quarantine("demo") not in demo.read
     assert NAMES.ingress not in demo.write
     assert not any("billing" in name for name in demo.read | demo.write | demo.configure)

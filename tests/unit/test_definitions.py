@@ -54,7 +54,15 @@ def test_definitions_carry_types_durability_and_arguments(topology: Topology) ->
     assert all(q["durable"] and not q["auto_delete"] for q in queues.values())
     for spec in topology.queues:
         assert queues[spec.name]["arguments"] == arguments_of(spec)
-    assert all(b["destination_type"] == "queue" for b in document["bindings"])
+    assert {b["destination_type"] for b in document["bindings"]} == {"queue", "exchange"}
+    assert {
+        "source": "hopline.delay.due",
+        "vhost": "/",
+        "destination": "hopline.requeue",
+        "destination_type": "exchange",
+        "routing_key": "*." * 28 + "requeue",
+        "arguments": {},
+    } in document["bindings"]
 
 
 def test_requeue_binding_arguments_are_exported(topology: Topology) -> None:
@@ -94,7 +102,9 @@ def test_the_diagram_shows_bindings_alternate_exchange_and_dead_letters(
     assert "    x_hopline_ingress -- high.hash --> q_hopline_orders_high" not in lines
     assert "    x_hopline_ingress -. unroutable .-> x_hopline_unroutable" in lines
     assert "    q_hopline_orders_high -. dead-letter .-> x_hopline_dlx" in lines
-    assert "    q_hopline_retry_5s -. dead-letter .-> x_hopline_requeue" in lines
+    assert "    q_hopline_delay_5 -. dead-letter .-> x_hopline_delay_4" in lines
+    assert "    q_hopline_delay_0 -. dead-letter .-> x_hopline_delay_due" in lines
+    assert "    x_hopline_delay -- # --> x_hopline_delay_27" in lines
     assert (
         "    x_hopline_requeue -- x-hopline-queue=hopline.orders.high --> q_hopline_orders_high"
         in lines

@@ -185,11 +185,15 @@ def test_default_names_follow_the_design() -> None:
     assert names.prefix == "hopline"
     assert names.ingress == "hopline.ingress"
     assert names.unroutable == "hopline.unroutable"
-    assert names.retry == "hopline.retry"
+    assert names.delay == "hopline.delay"
+    assert names.delay_level(0) == "hopline.delay.0"
+    assert names.delay_level(27) == "hopline.delay.27"
+    assert names.delay_due == "hopline.delay.due"
     assert names.requeue == "hopline.requeue"
     assert names.dlx == "hopline.dlx"
-    assert names.retry_queue(5) == "hopline.retry.5s"
-    assert names.retry_queue(120) == "hopline.retry.2m"
+    assert names.legacy_retry == "hopline.retry"
+    assert names.legacy_retry_queue(5) == "hopline.retry.5s"
+    assert names.legacy_retry_queue(120) == "hopline.retry.2m"
     assert names.work_queue("orders", "high") == "hopline.orders.high"
     assert names.quarantine("orders") == "hopline.orders.quarantine"
 
@@ -200,10 +204,12 @@ def test_names_use_the_configured_prefix_everywhere() -> None:
     every_name = [
         names.ingress,
         names.unroutable,
-        names.retry,
+        names.delay,
+        names.delay_level(4),
+        names.delay_due,
         names.requeue,
         names.dlx,
-        names.retry_queue(1),
+        names.legacy_retry_queue(1),
         names.work_queue("orders", "low"),
         names.quarantine("orders"),
     ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from common.envelope import Envelope
 from common.errors import ConfigurationError
+from consumer.policy import Backoff, Delays
 from consumer.registry import FALLBACK, Registry
 
 
@@ -110,9 +111,7 @@ def test_the_spec_records_the_policy() -> None:
 
     registry = Registry("orders")
 
-    @registry.handler(
-        "orders.created", max_attempts=3, timeout=2, model=Order, retry_delays_s=(1.0, 2.0)
-    )
+    @registry.handler("orders.created", max_attempts=3, timeout=2, model=Order, retry=(1.0, 2.0))
     async def created(payload: Order) -> None: ...
 
     spec = registry.find("orders.created")
@@ -122,7 +121,7 @@ def test_the_spec_records_the_policy() -> None:
     assert spec.timeout_s == 2.0
     assert isinstance(spec.timeout_s, float)
     assert spec.model is Order
-    assert spec.retry_delays_s == (1.0, 2.0)
+    assert spec.retry == Delays((1.0, 2.0))
     assert spec.name.endswith("created")
 
 
@@ -206,3 +205,18 @@ def test_a_service_has_one_fallback_at_most() -> None:
 
         @registry.fallback()
         async def second(payload: Any) -> None: ...
+
+
+def test_a_handler_takes_a_backoff_or_a_list_and_refuses_a_bad_one() -> None:
+    registry = Registry("orders")
+
+    @registry.handler("orders.created", retry=Backoff(first=2, factor=3, max=60))
+    async def created(payload: Any) -> None: ...
+
+    @registry.fallback(retry=[5])
+    async def other(payload: Any) -> None: ...
+
+    assert registry.specs[0].retry == Backoff(first=2, factor=3, max=60)
+    assert registry.specs[-1].retry == Delays((5.0,))
+    with pytest.raises(ConfigurationError, match=r"orders.paid: retry=\[-1\]: retry delay -1"):
+        registry.handler("orders.paid", retry=[-1])

@@ -22,17 +22,16 @@ from common.topology import (
 RABBITMQ_3_10 = BrokerVersion(3, 10)
 RABBITMQ_4_0 = BrokerVersion(4, 0)
 PRIORITIES = ("high", "normal", "low")
-TIERS = ("hopline.retry.1s", "hopline.retry.5s", "hopline.retry.30s")
 
 
 @pytest.fixture
 def settings() -> HoplineSettings:
-    return HoplineSettings(retry_delays_s=[1, 5, 30])
+    return HoplineSettings()
 
 
 @pytest.fixture
 def classic() -> HoplineSettings:
-    return HoplineSettings(retry_delays_s=[1, 5, 30], queue_type="classic")
+    return HoplineSettings(queue_type="classic")
 
 
 def queue_args(topology: Topology, name: str) -> dict[str, Any]:
@@ -68,16 +67,22 @@ def test_broker_versions_order_numerically() -> None:
 def test_core_topology_declares_the_designed_exchanges(settings: HoplineSettings) -> None:
     found = exchanges(core_topology(settings))
 
+    levels = {f"hopline.delay.{n}": "topic" for n in range(28)}
     assert {name: spec.type for name, spec in found.items()} == {
         "hopline.ingress": "topic",
         "hopline.unroutable": "fanout",
-        "hopline.retry": "direct",
         "hopline.requeue": "headers",
         "hopline.dlx": "direct",
         "hopline.events": "topic",
+        "hopline.delay": "topic",
+        **levels,
+        "hopline.delay.due": "topic",
     }
     assert all(spec.durable for spec in found.values())
     assert arguments_of(found["hopline.ingress"]) == {"alternate-exchange": "hopline.unroutable"}
+    # nothing a delay exchange cannot route is dropped
+    for name in ("hopline.delay", "hopline.delay.due", *levels):
+        assert arguments_of(found[name]) == {"alternate-exchange": "hopline.unroutable"}
 
 
 def test_core_topology_keeps_unroutable_messages(settings: HoplineSettings) -> None:
@@ -87,32 +92,54 @@ def test_core_topology_keeps_unroutable_messages(settings: HoplineSettings) -> N
     assert BindingSpec("hopline.unroutable", "hopline.unroutable") in topology.bindings
 
 
-def test_core_topology_has_one_bound_tier_per_retry_delay(settings: HoplineSettings) -> None:
+def test_core_topology_has_28_delay_levels_and_no_retry_tiers(settings: HoplineSettings) -> None:
     topology = core_topology(settings)
 
-    assert [q.name for q in topology.queues] == ["hopline.unroutable", *TIERS, "hopline.status"]
-    for tier in TIERS:
-        assert BindingSpec("hopline.retry", tier, tier) in topology.bindings
+    assert [q.name for q in topology.queues] == [
+        "hopline.unroutable",
+        "hopline.status",
+        *(f"hopline.delay.{n}" for n in reversed(range(28))),
+    ]
+    assert not any("retry" in spec.name for spec in (*topology.queues, *topology.exchanges))
+
+
+@pytest.mark.parametrize("level", [0, 1, 5, 27])
+def test_each_level_routes_its_bit_into_its_queue_and_the_rest_onwards(
+    settings: HoplineSettings, level: int
+) -> None:
+    topology = core_topology(settings)
+    name = f"hopline.delay.{level}"
+    onwards = f"hopline.delay.{level - 1}" if level else "hopline.delay.due"
+    before = "*." * (27 - level)
+
+    assert BindingSpec(name, name, f"{before}1.#") in topology.bindings
+    assert BindingSpec(name, onwards, f"{before}0.#", (), "exchange") in topology.bindings
+    assert queue_args(topology, name)["x-dead-letter-exchange"] == onwards
+
+
+def test_delayed_messages_enter_at_the_top_and_retries_leave_to_requeue(
+    settings: HoplineSettings,
+) -> None:
+    topology = core_topology(settings)
+
+    assert (
+        BindingSpec("hopline.delay", "hopline.delay.27", "#", (), "exchange") in topology.bindings
+    )
+    due = BindingSpec("hopline.delay.due", "hopline.requeue", "*." * 28 + "requeue", (), "exchange")
+    assert due in topology.bindings
 
 
 @pytest.mark.parametrize("version", [RABBITMQ_3_10, RABBITMQ_4_0, CURRENT_RELEASE])
-@pytest.mark.parametrize(("tier", "ttl_ms"), list(zip(TIERS, [1_000, 5_000, 30_000], strict=True)))
-def test_retry_tiers_wait_then_dead_letter_safely_to_requeue(
-    settings: HoplineSettings, version: BrokerVersion, tier: str, ttl_ms: int
+@pytest.mark.parametrize(("level", "ttl_ms"), [(0, 1_000), (3, 8_000), (27, 2**27 * 1_000)])
+def test_delay_levels_wait_two_to_the_n_seconds_then_dead_letter_safely(
+    settings: HoplineSettings, version: BrokerVersion, level: int, ttl_ms: int
 ) -> None:
-    arguments = queue_args(core_topology(settings, version), tier)
+    arguments = queue_args(core_topology(settings, version), f"hopline.delay.{level}")
 
     assert arguments["x-queue-type"] == "quorum"
     assert arguments["x-message-ttl"] == ttl_ms
-    assert arguments["x-dead-letter-exchange"] == "hopline.requeue"
     assert arguments["x-dead-letter-strategy"] == "at-least-once"
     assert arguments["x-overflow"] == "reject-publish"
-
-
-def test_sub_second_tiers_get_a_millisecond_ttl() -> None:
-    topology = core_topology(HoplineSettings(retry_delays_s=[0.25, 2]))
-
-    assert queue_args(topology, "hopline.retry.250ms")["x-message-ttl"] == 250
 
 
 @pytest.mark.parametrize(
@@ -141,10 +168,10 @@ def test_queues_kept_forever_have_no_ttl_and_no_delivery_limit(
 @pytest.mark.parametrize(
     ("version", "limit"), [(RABBITMQ_3_10, None), (RABBITMQ_4_0, -1), (CURRENT_RELEASE, -1)]
 )
-def test_retry_tiers_delivery_limit_depends_on_the_version(
+def test_delay_levels_delivery_limit_depends_on_the_version(
     settings: HoplineSettings, version: BrokerVersion, limit: int | None
 ) -> None:
-    arguments = queue_args(core_topology(settings, version), TIERS[0])
+    arguments = queue_args(core_topology(settings, version), "hopline.delay.0")
 
     assert arguments.get("x-delivery-limit") == limit
 
@@ -204,6 +231,13 @@ def test_work_queues_are_bound_per_priority_and_pattern(settings: HoplineSetting
         for priority in PRIORITIES
         for pattern in ("orders.created", "payments.*", "#")
     ]
+    # and the same on `due` behind the 28 bit words, so a scheduled message finds it too
+    due = [b for b in topology.bindings if b.source == "hopline.delay.due"]
+    assert [(b.destination, b.routing_key) for b in due if b.destination_type == "queue"] == [
+        (f"hopline.orders.{priority}", "*." * 28 + f"{priority}.{pattern}")
+        for priority in PRIORITIES
+        for pattern in ("orders.created", "payments.*", "#")
+    ]
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)
@@ -230,10 +264,10 @@ def test_classic_queues_leave_out_quorum_only_arguments(classic: HoplineSettings
         "x-dead-letter-exchange": "hopline.dlx",
         "x-dead-letter-routing-key": "orders",
     }
-    assert queue_args(topology, "hopline.retry.5s") == {
+    assert queue_args(topology, "hopline.delay.2") == {
         "x-queue-type": "classic",
-        "x-message-ttl": 5_000,
-        "x-dead-letter-exchange": "hopline.requeue",
+        "x-message-ttl": 4_000,
+        "x-dead-letter-exchange": "hopline.delay.1",
     }
     assert queue_args(topology, "hopline.orders.quarantine") == {"x-queue-type": "classic"}
     assert queue_args(topology, "hopline.unroutable") == {"x-queue-type": "classic"}
