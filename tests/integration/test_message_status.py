@@ -21,6 +21,7 @@ from common.quarantine.sweep import Edit
 from consumer.errors import PermanentError, RetryableError
 from consumer.registry import Registry
 from tests.support.pipeline import (
+    FAST_RETRY_DELAYS_S,
     consumer_settings,
     producer_client,
     producer_settings,
@@ -90,7 +91,7 @@ async def test_a_message_s_timeline_runs_from_accepted_through_a_retry_to_succee
     first = demo["attempts"][0]
     assert first["error_type"] == "RetryableError"
     assert first["error_message"] == "the payment gateway timed out"
-    assert first["retry_delay_s"] == 0.2
+    assert first["retry_delay_s"] == FAST_RETRY_DELAYS_S[0]
     assert [e["event"] for e in status["timeline"]] == [
         "accepted",
         "started",
