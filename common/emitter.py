@@ -33,6 +33,7 @@ from common.errors import HoplineError
 from common.events import Event, event_routing_key
 from common.logging import get_logger
 from common.settings import HoplineSettings
+from common.tasks import cancel_all
 
 __all__ = ["EventEmitter"]
 
@@ -142,11 +143,7 @@ class EventEmitter:
                 events=self.pending,
                 detail="the broker did not take these lifecycle events before shutdown",
             )
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         if self._connection is not None:
             await self._connection.close()

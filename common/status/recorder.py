@@ -27,6 +27,7 @@ from common.events import Event, InvalidEventError
 from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.status.store import StatusStore
+from common.tasks import cancel_all
 from common.topology import core_topology
 
 __all__ = ["Recorder"]
@@ -67,11 +68,7 @@ class Recorder:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         if self._connection is not None:
             await self._connection.close()
