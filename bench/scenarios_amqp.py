@@ -71,6 +71,22 @@ async def drain(ctx: Context) -> None:
             tracing=True,
             **common,
         )
+        # Lifecycle events off (HOPLINE_EVENTS_ENABLED=false) against the same run with them:
+        # what publishing a started and a succeeded event per message costs a consumer.
+        publish_rates.append((await ctx.fill(url, n // 2))["rate"])
+        runs["no_events"] = await ctx.run_party(
+            "hopline_consumer",
+            "hopline consumer drain (log level warning, lifecycle events off)",
+            n // 2,
+            amqp_url=url,
+            mode="drain",
+            count=n // 2,
+            concurrency=cfg.concurrency,
+            loop="uvloop",
+            log_level="warning",
+            events=False,
+            **common,
+        )
         result = runs["info"]
         left = await ctx.depth(url, queue)
     ctx.shared["publish_rate"] = max(publish_rates)
@@ -116,6 +132,17 @@ async def drain(ctx: Context) -> None:
             "msg/s",
             runs["warning"]["rate"],
             "same without tracing",
+        )
+    )
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same at warning, lifecycle events on (started + succeeded) vs off",
+            runs["warning"]["rate"],
+            "msg/s",
+            runs["no_events"]["rate"],
+            "same with HOPLINE_EVENTS_ENABLED=false",
+            0.8,
         )
     )
     ctx.add(

@@ -4,12 +4,15 @@ The definitions may also carry one broker user per role with least privilege
 (`role_permissions`): RabbitMQ checks configure/write/read per resource name, so each role
 gets anchored regexes listing exactly the names it needs, never a prefix wildcard.
 
-- producer: write `<prefix>.ingress`;
-- consumer-<service>: read its own work queues; write the retry, requeue and dlx exchanges;
+- producer: write `<prefix>.ingress` and `<prefix>.events`; read `<prefix>.status` (the
+  status recorder runs in the producer);
+- consumer-<service>: read its own work queues; write the retry, requeue, dlx and events
+  exchanges;
 - operator: read every quarantine queue and the unroutable queue (inspect, take, purge);
-  write requeue (replay into the queue a message failed in) and ingress (replay of
-  unroutable messages); the `management` tag for the UI and the queue discovery. It declares
-  nothing: the definitions file creates the topology, and the services redeclare their part.
+  write requeue (replay into the queue a message failed in), ingress (replay of
+  unroutable messages) and events (replayed, copied, discarded); the `management` tag for
+  the UI and the queue discovery. It declares nothing: the definitions file creates the
+  topology, and the services redeclare their part.
 
 The producer and the consumers also declare the topology they use when they connect
 (idempotently), so these roles also hold what RabbitMQ demands for exactly those
@@ -107,20 +110,23 @@ def role_permissions(
 
     `core` is what the producer declares, each service topology what its consumer declares.
     """
+    recorder = Rights(read=frozenset({names.status}))  # its queue is in `core`
     roles = {
-        "producer": Rights(write=frozenset({names.ingress, names.delay})) | declaration_rights(core)
+        "producer": Rights(write=frozenset({names.ingress, names.delay, names.events}))
+        | declaration_rights(core)
+        | recorder
     }
     quarantines: set[str] = set()
     for service, topology in services:
         work_queues = {names.work_queue(service, priority) for priority in priorities}
         operating = Rights(
-            write=frozenset({names.delay, names.requeue, names.dlx}),
+            write=frozenset({names.delay, names.requeue, names.dlx, names.events}),
             read=frozenset(work_queues),
         )
         roles[f"consumer-{service}"] = operating | declaration_rights(topology)
         quarantines.add(names.quarantine(service))
     roles["operator"] = Rights(
-        write=frozenset({names.requeue, names.ingress}),
+        write=frozenset({names.requeue, names.ingress, names.events}),
         read=frozenset({*quarantines, names.unroutable}),
     )
     return roles

@@ -5,6 +5,7 @@
     ├── BrokerUnavailableError    no connection to RabbitMQ (down, refused, wrong credentials)
     ├── PublishNotConfirmedError  the broker did not confirm a publish in time, or refused it
     ├── TopologyMismatchError     a declaration conflicts with what the broker already holds
+    ├── StatusUnavailableError    the status store (SQLite file, PostgreSQL) cannot be used
     └── UndecodableMessageError   a delivery that cannot become an envelope (kept in quarantine)
 
 Handler outcomes (`RetryableError`, `PermanentError`) live in `consumer.errors`: they are the
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "HoplineError",
     "PublishNotConfirmedError",
+    "StatusUnavailableError",
     "TopologyMismatchError",
     "UndecodableMessageError",
 ]
@@ -49,3 +51,7 @@ class UndecodableMessageError(HoplineError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class StatusUnavailableError(HoplineError):
+    """The status store cannot be read or written right now (down, unwritable, locked)."""

@@ -131,6 +131,16 @@ class Names:
     def dlx(self) -> str:
         return f"{self.prefix}.dlx"
 
+    @property
+    def events(self) -> str:
+        """The lifecycle events exchange (topic, `<source>.<event>`)."""
+        return f"{self.prefix}.events"
+
+    @property
+    def status(self) -> str:
+        """The status recorder's queue: every lifecycle event, waiting to be recorded."""
+        return f"{self.prefix}.status"
+
     def legacy_retry_queue(self, delay_s: float) -> str:
         """A retry tier queue of a version before the delay levels (e.g. `hopline.retry.5s`)."""
         return f"{self.legacy_retry}.{format_delay(delay_s)}"

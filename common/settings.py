@@ -78,6 +78,27 @@ class HoplineSettings(BaseSettings):
     tls_key_file: FilePath | None = Field(
         None, description="PEM private key of the client certificate (unencrypted)."
     )
+    events_enabled: bool = Field(
+        True,
+        description="Publish lifecycle events to <prefix>.events (what the status store and "
+        "GET /v1/messages/{id} are made of).",
+    )
+    max_result_bytes: int = Field(
+        4096,
+        ge=0,
+        description="Largest handler result (as JSON) carried in a `succeeded` event; a larger "
+        "one is replaced by a note saying its size.",
+    )
+    status_url: SecretStr = Field(
+        SecretStr("sqlite:///.hopline/status.sqlite3"),
+        description="The status store: sqlite:///<path> (embedded, one host) or "
+        "postgresql://user:pass@host/db (several producers); the password is never logged.",
+    )
+    status_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long a message's status and idempotency keys are kept (then unknown).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

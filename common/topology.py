@@ -161,13 +161,17 @@ def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
 
 def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
     """What exists once per prefix, whatever services run: ingress, unroutable, the delay
-    levels, requeue, dlx."""
+    levels, requeue, dlx, events, and the status recorder's queue bound to every event
+    (declared by everyone, so no event is routed nowhere before the first recorder starts;
+    kept like quarantine: a deployment that runs no recorder turns events off,
+    HOPLINE_EVENTS_ENABLED=false)."""
     names = settings.names
     exchanges = [
         ExchangeSpec(names.ingress, "topic", _frozen({"alternate-exchange": names.unroutable})),
         ExchangeSpec(names.unroutable, "fanout"),
         ExchangeSpec(names.requeue, "headers"),
         ExchangeSpec(names.dlx, "direct"),
+        ExchangeSpec(names.events, "topic"),
     ]
     queues = [
         QueueSpec(
@@ -177,6 +181,14 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         )
     ]
     bindings = [BindingSpec(names.unroutable, names.unroutable)]
+    queues.append(
+        QueueSpec(
+            names.status,
+            _kept_forever_arguments(settings, version),
+            "lifecycle events waiting to be written to the status store",
+        )
+    )
+    bindings.append(BindingSpec(names.events, names.status, "#"))
     delays = _delay_topology(settings, version)
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings)) + delays
 

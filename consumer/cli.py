@@ -47,6 +47,7 @@ from common.topology import (
 )
 from consumer.loader import load_registry
 from consumer.quarantine_cli import quarantine_app, unroutable_app
+from consumer.status_cli import recorder, status
 
 __all__ = ["app", "main"]
 
@@ -64,6 +65,8 @@ topology_app = typer.Typer(help="Declare or export the broker topology.", no_arg
 app.add_typer(topology_app, name="topology")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(unroutable_app, name="unroutable")
+app.command("status")(status)
+app.command("recorder")(recorder)
 
 
 class ExportFormat(StrEnum):

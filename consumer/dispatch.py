@@ -55,9 +55,9 @@ async def run_handler(
     task = deadlines.start(spec.timeout_s)
     try:
         if hooks:
-            await _call_within(hooks, envelope, spec, args)
+            result = await _call_within(hooks, envelope, spec, args)
         else:
-            await spec.func(*args)
+            result = await spec.func(*args)
     except BaseException as exc:
         if deadlines.finish(task):  # cut off at its limit, whatever it raised then
             return _timed_out(spec, exc)
@@ -68,16 +68,16 @@ async def run_handler(
         raise  # cancelled from elsewhere (shutdown), or the interpreter is exiting
     if deadlines.finish(task):  # it swallowed the cancellation and finished late
         return _timed_out(spec, None)
-    return Outcome.success()
+    return Outcome.success(result)
 
 
 async def _call_within(
     hooks: Sequence[Middleware], envelope: Envelope, spec: HandlerSpec, args: tuple[Any, ...]
-) -> None:
+) -> Any:
     async with contextlib.AsyncExitStack() as stack:
         for hook in hooks:
             await stack.enter_async_context(hook(envelope))
-        await spec.func(*args)
+        return await spec.func(*args)
 
 
 def _timed_out(spec: HandlerSpec, exc: BaseException | None) -> Outcome:

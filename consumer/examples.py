@@ -35,10 +35,12 @@ async def order_created(order: OrderCreated) -> None:
 
 
 @registry.handler("payments.charge", max_attempts=5, timeout=10)
-async def charge(payload: dict[str, Any], envelope: Envelope) -> None:
+async def charge(payload: dict[str, Any], envelope: Envelope) -> dict[str, Any]:
     if envelope.attempt == 1:  # a flaky payment gateway, flaky in the same way every run
         raise RetryableError("payment gateway timed out")
     _log.info("payment.charged", payload=payload)  # the line carries the attempt: 2
+    # What a handler returns is its result: `hopline status ID` and GET /v1/messages/ID show it.
+    return {"charged_cents": payload.get("amount_cents"), "order_id": payload.get("order_id")}
 
 
 @registry.handler("reports.render", max_attempts=3, timeout=10)

@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from common.delays import MAX_DELAY_S
 
@@ -60,10 +61,11 @@ class Outcome:
     error_message: str = ""
     traceback: str = ""
     retry_delay_s: float | None = None  # what a RetryableError(delay=...) asked for
+    result: Any = None  # what a successful handler returned (lifecycle events carry it)
 
     @classmethod
-    def success(cls) -> Outcome:
-        return _SUCCESS
+    def success(cls, result: Any = None) -> Outcome:
+        return _SUCCESS if result is None else cls(OutcomeKind.SUCCESS, result=result)
 
     @property
     def ok(self) -> bool:

@@ -49,6 +49,7 @@ class HandlerSpec:
     # Per consumer process: handler runs at once, handler starts per second (None: no limit).
     concurrency: int | None = None
     rate: float | None = None
+    idempotent: bool = False  # skip a message_id that already succeeded here (consumer.dedupe)
 
     @property
     def name(self) -> str:
@@ -95,6 +96,7 @@ class Registry:
         retry: Backoff | Delays | Sequence[float] | None = None,
         concurrency: int | None = None,
         rate: float | None = None,
+        idempotent: bool = False,
     ) -> Callable[[_F], _F]:
         """Register a handler for a type or a topic pattern (`orders.*`, `orders.#`).
 
@@ -111,6 +113,9 @@ class Registry:
         `concurrency` (runs at once) and `rate` (starts per second) limit this handler in each
         consumer process; a delivery over its limit does not hold up the service's other
         types (see consumer.limits).
+
+        `idempotent=True`: a delivery whose message_id already succeeded for this service
+        (per the status store) is acked without running the handler again (consumer.dedupe).
         """
         _check_pattern(message_type)
         _check_limits(message_type, max_attempts, timeout)
@@ -123,7 +128,9 @@ class Registry:
             ):
                 raise ConfigurationError(f"{message_type!r} already has a handler")
             spec = _spec(message_type, func, max_attempts, timeout, model, schedule)
-            spec = dataclasses.replace(spec, concurrency=concurrency, rate=rate)
+            spec = dataclasses.replace(
+                spec, concurrency=concurrency, rate=rate, idempotent=idempotent
+            )
             if "*" in message_type or "#" in message_type:
                 self._patterns.append(spec)
                 # Specific patterns first; the catch-all `#` only when nothing else matches.

@@ -22,7 +22,8 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from common.connection import broker_version, connect
 from common.declare import declare_topology
 from common.delays import delay_bucket, held_for
-from common.envelope import decode_delivery, original_routing_key
+from common.emitter import EventEmitter
+from common.envelope import Envelope, decode_delivery, original_routing_key
 from common.errors import UndecodableMessageError
 from common.headers import read_attempt
 from common.legacy_tiers import find_legacy_tiers
@@ -32,9 +33,11 @@ from common.tracing import process_span, tracing_enabled
 from consumer.acks import AckBatcher
 from consumer.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from consumer.deadlines import Deadlines
+from consumer.dedupe import Dedupe
 from consumer.delivery import Delivery
 from consumer.dispatch import run_handler, undecodable, unknown_type
 from consumer.isolation import SuspectGate, probation
+from consumer.lifecycle import Lifecycle
 from consumer.limits import HandlerLimits
 from consumer.metrics import UNKNOWN_TYPE, ConsumerMetrics
 from consumer.policy import (
@@ -102,6 +105,13 @@ class Worker:
         self._subscriptions: list[Subscription] = []
         self._breaker = _breaker(settings)
         self._pausing: asyncio.Task[None] | None = None
+        emitter = (
+            EventEmitter(settings, name=f"hopline-consumer {self.consumer_name} events")
+            if settings.events_enabled
+            else None
+        )
+        self._lifecycle = Lifecycle(emitter, self.service, settings.max_result_bytes)
+        self._dedupe = Dedupe(settings, registry)
         self.ready = asyncio.Event()
 
     def _policy_for(self, spec: HandlerSpec) -> RetryPolicy:
@@ -142,6 +152,8 @@ class Worker:
                 on_confirmed=self._settle_observed,
             )
             await self._settler.open()
+            if self._lifecycle.emitter is not None:
+                await self._lifecycle.emitter.start()
             self._acks.start()
             channels = [await self._open_queue(priority) for priority in settings.served_priorities]
             for priority, channel in zip(settings.served_priorities, channels, strict=True):
@@ -347,15 +359,18 @@ class Worker:
                 type_label = UNKNOWN_TYPE
             else:
                 type_label = spec.type_pattern
+                await self._lifecycle.started(
+                    delivery, envelope.message_type, envelope.message_id, attempt
+                )
                 started = time.monotonic()
                 if self._tracing:
                     span = process_span(
                         delivery.queue, delivery.headers, envelope.message_id, attempt
                     )
                     with span:
-                        outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
+                        outcome = await self._run(spec, envelope)
                 else:
-                    outcome = await run_handler(spec, envelope, self._deadlines, self._hooks)
+                    outcome = await self._run(spec, envelope)
                 self.metrics.handler_ran(type_label, time.monotonic() - started)
                 policy = self._policies[spec.type_pattern]
             await self._apply(
@@ -369,6 +384,12 @@ class Worker:
             )
         finally:
             reset_contextvars(**tokens)
+
+    async def _run(self, spec: HandlerSpec, envelope: Envelope) -> Outcome:
+        if await self._dedupe.already_succeeded(spec, envelope.message_id):
+            _log.info("message.skipped", reason="already succeeded for this service")
+            return Outcome.success()
+        return await run_handler(spec, envelope, self._deadlines, self._hooks)
 
     async def _hold(self, delivery: Delivery, hold_s: float, attempt: int) -> None:
         """A foreign publisher's `x-hopline-deliver-at` is ahead: wait in the broker."""
@@ -410,6 +431,9 @@ class Worker:
         priority = delivery.queue_priority
         if isinstance(decision, Ack):
             settled = settler.ack(delivery)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, "")
             _log.info("message.handled", outcome=settled.value)
             self._observed(message_id, decision, outcome)
@@ -418,6 +442,9 @@ class Worker:
         reason = outcome.kind.value  # a bounded class for the metric label, never the text
         if isinstance(decision, Retry):
             settled = await settler.retry(delivery, decision, context, outcome)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, reason)
             if settled is Settled.RETRIED:
                 delay = delay_bucket(decision.delay_s)
@@ -432,6 +459,9 @@ class Worker:
             )
         else:
             settled = await settler.quarantine(delivery, decision, context, outcome)
+            self._lifecycle.settled(
+                delivery, settled, decision, outcome, message_type, message_id, attempt
+            )
             self.metrics.settled(type_label, priority, settled.value, reason)
             _log.log(
                 logging.WARNING if settled is Settled.LEFT else logging.ERROR,
@@ -557,6 +587,9 @@ class Worker:
             self._probes = None
         await self._acks.close()
         await self._deadlines.close()
+        if self._lifecycle.emitter is not None:
+            await self._lifecycle.emitter.close()
+        await self._dedupe.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -17,7 +17,8 @@ from typing import Annotated, Any, BinaryIO, cast
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import Path as PathParameter
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.errors import BrokerUnavailableError, ConfigurationError, HoplineError
@@ -39,6 +40,8 @@ from producer.admin_schemas import (
 from producer.pages import static_page
 from producer.settings import ProducerSettings
 from producer.state import app_state
+from producer.status_api import STATUS_RESPONSES, message_status
+from producer.status_schemas import MessageStatusOut
 
 __all__ = ["admin_page", "admin_router"]
 
@@ -148,6 +151,18 @@ def _out(report: MoveReport, archive: str | None = None) -> MoveOut:
 
 
 Services = Annotated[list[str] | None, Query(description="Service; repeatable. Default: all.")]
+
+
+@admin_router.get(
+    "/messages/{message_id}",
+    response_model=MessageStatusOut,
+    responses=STATUS_RESPONSES,
+    summary="Any message's status and timeline, by id or a unique prefix of one",
+)
+async def message(
+    request: Request, message_id: Annotated[str, PathParameter(min_length=1, max_length=255)]
+) -> MessageStatusOut | JSONResponse:
+    return await message_status(request, message_id, prefix=True)
 
 
 @admin_router.get("/quarantine/messages", summary="List quarantined messages")

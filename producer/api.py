@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,11 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from common import headers as h
 from common.delays import DelayError, delay_routing_key, seconds_until
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
-from common.errors import BrokerUnavailableError, PublishNotConfirmedError
+from common.errors import BrokerUnavailableError, PublishNotConfirmedError, StatusUnavailableError
 from common.logging import get_logger
 from common.tracing import TRACE_HEADERS, publish_span
 from producer.auth import ApiKey
 from producer.gate import AUTHENTICATED_KEY
+from producer.idempotency import Idempotent, fingerprint
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.schemas import (
@@ -32,6 +33,7 @@ from producer.schemas import (
 )
 from producer.settings import ProducerSettings
 from producer.state import app_state
+from producer.status import ProducerStatus
 
 __all__ = ["PayloadTooLarge", "ServiceUnavailable", "router"]
 
@@ -76,6 +78,8 @@ class Ingest:
     key: ApiKey | None
     metrics: ProducerMetrics
     trace_headers: dict[str, str]  # the request's W3C trace context, continued by the publish
+    status: ProducerStatus
+    idempotent: Idempotent | None
 
 
 class UnsupportedMediaType(Exception):
@@ -104,7 +108,15 @@ async def _ingest(request: Request, key: Annotated[ApiKey | None, Depends(_api_k
     trace_headers = {
         name: request.headers[name] for name in TRACE_HEADERS if name in request.headers
     }
-    return Ingest(state.settings, state.publisher, key, state.metrics, trace_headers)
+    return Ingest(
+        state.settings,
+        state.publisher,
+        key,
+        state.metrics,
+        trace_headers,
+        state.status,
+        state.idempotent,
+    )
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in its thread pool.
@@ -195,6 +207,7 @@ async def _publish_traced(
 ) -> None:
     """Publish one message in a PRODUCER span that continues the request's trace."""
     exchange = ingest.settings.names.ingress
+    sent_at = datetime.now(UTC)  # before the publish: a consumer may start before the confirm
     with publish_span(exchange, envelope.routing_key, ingest.trace_headers) as inject:
         message = to_message(envelope, body)
         inject(message.headers)
@@ -204,24 +217,94 @@ async def _publish_traced(
             delay_s = max(0.0, (due - datetime.now(UTC)).total_seconds())
         await ingest.publisher.publish(message, envelope.routing_key, delay_s)
 
+    ingest.status.accepted(envelope, sent_at)
+
+
+# Printable ASCII, like a message_id: it is stored and compared as text.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[ -~]+$",
+        description="Send the same request again with the same key (within the status "
+        "retention): the first answer comes back with 200 and `Idempotent-Replayed: true`, "
+        "and nothing is published twice. A client `message_id` works the same way.",
+    ),
+]
+REPLAYED_HEADER = "Idempotent-Replayed"
+
 
 async def _publish(
-    message: MessageIn, body: bytes, due: datetime | None, ingest: Ingest
-) -> MessageAccepted:
+    message: MessageIn,
+    body: bytes,
+    due: datetime | None,
+    ingest: Ingest,
+    idempotency_key: str | None,
+) -> tuple[MessageAccepted, bool]:
+    """The answer, and whether it repeats an earlier one (nothing was published then)."""
     envelope = _envelope(message, ingest.settings)
-    await _publish_traced(envelope, body, due, ingest)
-    return MessageAccepted(
+    accepted = MessageAccepted(
         message_id=envelope.message_id, routing_key=envelope.routing_key, deliver_at=due
     )
+    given = idempotency_key or message.message_id
+    if given is None:
+        await _publish_traced(envelope, body, due, ingest)
+        return accepted, False
+    if ingest.idempotent is None:
+        if idempotency_key is not None:
+            raise ServiceUnavailable(
+                "this producer keeps no status store: it cannot honour an Idempotency-Key"
+            )
+        await _publish_traced(envelope, body, due, ingest)
+        return accepted, False
+    scope = ingest.key.spec.name if ingest.key is not None else ""
+    try:
+        return await ingest.idempotent.publish_once(
+            f"{scope}\x00{given}",
+            fingerprint(message.model_dump_json().encode()),
+            accepted,
+            lambda: _publish_traced(envelope, body, due, ingest),
+        )
+    except StatusUnavailableError as exc:
+        if idempotency_key is not None:  # the client asked for the guarantee: say we cannot
+            raise ServiceUnavailable(
+                "the status store is unavailable, so the Idempotency-Key cannot be checked"
+            ) from exc
+        # A client message_id alone: published as before (handlers may still dedupe by it).
+        _log.warning("idempotency.skipped", message_id=envelope.message_id, error=str(exc))
+    await _publish_traced(envelope, body, due, ingest)
+    return accepted, False
 
 
 @router.post(
     "/v1/messages",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, 415: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
+    responses={
+        200: {
+            "model": MessageAccepted,
+            "description": "Accepted before, within the retention, with this Idempotency-Key "
+            "or message_id: the first answer again (`Idempotent-Replayed: true`).",
+        },
+        409: {
+            "model": Problem,
+            "description": "The Idempotency-Key (or message_id) is being published by another "
+            "request (retry after `Retry-After`), or was used for a different request.",
+        },
+        413: {"model": Problem},
+        415: {"model": Problem},
+        **_AUTH,
+        **_UNAVAILABLE,
+    },
     summary="Publish one message; 202 only after the broker confirmed it",
 )
-async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted:
+async def post_message(
+    message: MessageIn,
+    ingest: IngestDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> MessageAccepted:
     settings, key = ingest.settings, ingest.key
     body = _check(message, settings, ("body",))
     due = _due(message, ("body",))
@@ -229,10 +312,18 @@ async def post_message(message: MessageIn, ingest: IngestDep) -> MessageAccepted
         key.check_message(message.type, message.priority)
         key.spend(1)
     try:
-        accepted = await _publish(message, body, due, ingest)
+        accepted, replayed = await _publish(message, body, due, ingest, idempotency_key)
     except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
         raise ServiceUnavailable(str(exc)) from exc
-    _log.info("message.accepted", message_id=accepted.message_id, routing_key=accepted.routing_key)
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers[REPLAYED_HEADER] = "true"
+    _log.info(
+        "message.accepted",
+        message_id=accepted.message_id,
+        routing_key=accepted.routing_key,
+        replayed=replayed,
+    )
     return accepted
 
 

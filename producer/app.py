@@ -17,6 +17,7 @@ from producer.auth import KeyRing
 from producer.contract import contract_router, load_contract
 from producer.errors import add_error_responses
 from producer.gate import AuthenticateFirst
+from producer.idempotency import Idempotent
 from producer.limits import BodySizeLimit
 from producer.metrics import (
     CONTENT_TYPE_LATEST,
@@ -28,17 +29,30 @@ from producer.publisher import BrokerPublisher, NoPublisher, Publisher
 from producer.schemas import document_priorities
 from producer.settings import ProducerSettings
 from producer.state import AppState
+from producer.status import ProducerStatus
+from producer.status_api import status_router
 
 __all__ = ["create_app"]
 
 _log = get_logger("hopline.producer")
 
 
-def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None) -> FastAPI:
-    """Wire the app; `publisher` is the seam tests use (default: the real broker)."""
+def create_app(
+    settings: ProducerSettings,
+    *,
+    publisher: Publisher | None = None,
+    status: ProducerStatus | None = None,
+) -> FastAPI:
+    """Wire the app; `publisher` and `status` are the seams tests use (default: the real
+    broker, and the store, events and recorder HOPLINE_STATUS_* set up; with only a
+    `publisher` given, no status at all)."""
     ingestion = settings.serve in ("all", "ingestion")
     admin = settings.serve in ("all", "admin") and settings.admin_token is not None
     chosen: Publisher = publisher or (BrokerPublisher(settings) if ingestion else NoPublisher())
+    if status is None:
+        status = (
+            ProducerStatus() if publisher is not None else ProducerStatus.from_settings(settings)
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,9 +62,11 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
                 detail="no HOPLINE_API_KEYS: anyone who reaches this port may publish",
             )
         await chosen.start()
+        await status.start()
         try:
             yield
         finally:
+            await status.close()
             await chosen.close()
 
     # The docs' JavaScript and CSS come from the package, not a CDN: /docs works offline.
@@ -71,7 +87,9 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.openapi = openapi  # type: ignore[method-assign]
     keyring = KeyRing(settings.api_keys)
     metrics = ProducerMetrics()
-    AppState(settings, MeasuredPublisher(chosen, metrics), keyring, metrics).attach(app)
+    idempotent = Idempotent(status.store) if status.store is not None else None
+    measured = MeasuredPublisher(chosen, metrics)
+    AppState(settings, measured, keyring, metrics, status, idempotent).attach(app)
     app.include_router(probes)
 
     async def metrics_page() -> Response:
@@ -80,6 +98,7 @@ def create_app(settings: ProducerSettings, *, publisher: Publisher | None = None
     app.add_api_route("/metrics", metrics_page, include_in_schema=False)
     if ingestion:
         app.include_router(router)
+        app.include_router(status_router)
         app.include_router(contract_router(load_contract(settings)))
     if admin:
         # Without a token the admin surface does not exist at all (404), not even its docs.

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from producer.api import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from producer.auth import Forbidden, RateLimited, Unauthenticated
+from producer.idempotency import IdempotencyConflict, IdempotencyInFlight
 
 __all__ = ["add_error_responses"]
 
@@ -63,7 +64,15 @@ def add_error_responses(app: FastAPI, *, retry_after_s: int) -> None:
             return JSONResponse({"detail": [error]}, status_code=422)
         return await http_exception_handler(request, exc)
 
+    async def key_conflict(_request: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    async def key_in_flight(_request: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=409, headers={"Retry-After": "1"})
+
     app.add_exception_handler(ServiceUnavailable, unavailable)
+    app.add_exception_handler(IdempotencyConflict, key_conflict)
+    app.add_exception_handler(IdempotencyInFlight, key_in_flight)
     app.add_exception_handler(Unauthenticated, unauthenticated)
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(RateLimited, rate_limited)

@@ -140,6 +140,14 @@ class BrokerPublisher:
             raise PublishNotConfirmedError(
                 f"the broker did not confirm the publish within {timeout_s:g} s"
             ) from exc
+        except asyncio.CancelledError as exc:
+            # aiormq fails a pending confirm with CancelledError when it tears down a dead
+            # connection (a heartbeat timeout): that is the broker gone, not this request
+            # cancelled, and must be a 503, never a 500.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise BrokerUnavailableError("lost the broker while publishing") from exc
         except DeliveryError as exc:
             raise PublishNotConfirmedError(f"the broker refused the message: {exc}") from exc
         except PublishError as exc:

@@ -59,6 +59,11 @@ class ProducerSettings(HoplineSettings):
         description="Accept messages without an API key (for development: `make run` sets "
         "it). Without it and without HOPLINE_API_KEYS the producer refuses to start.",
     )
+    status_recorder: bool = Field(
+        True,
+        description="Run the status recorder in this process (events queue -> status store); "
+        "turn off where `hopline recorder` runs on its own.",
+    )
     asyncapi_file: str | None = Field(
         None,
         description="The AsyncAPI document served at /asyncapi.json (written by `hopline "

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 
 from producer.auth import KeyRing
+from producer.idempotency import Idempotent
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
+from producer.status import ProducerStatus
 
 __all__ = ["AppState", "app_state"]
 
@@ -20,6 +22,8 @@ class AppState:
     publisher: Publisher
     keyring: KeyRing
     metrics: ProducerMetrics
+    status: ProducerStatus
+    idempotent: Idempotent | None  # None without a status store
 
     def attach(self, app: FastAPI) -> None:
         app.state.hopline = self

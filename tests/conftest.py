@@ -23,6 +23,7 @@ from deploy.local.broker import (
 )
 from tests.support.broker import BrokerEndpoint, Management, Vhost, start_private_node
 from tests.support.needs import missing
+from tests.support.postgres import fresh_database
 
 _TIERS = ("unit", "integration", "e2e")
 _TESTS_DIR = Path(__file__).parent
@@ -92,3 +93,10 @@ def private_broker() -> Iterator[LocalBroker]:
 def unused_amqp_url() -> str:
     """An AMQP URL where nothing listens (a port we just found free)."""
     return f"amqp://guest:secret-pw@127.0.0.1:{free_port()}/"
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own (`hopline_test_<uuid>`), dropped afterwards."""
+    async with fresh_database() as url:
+        yield url

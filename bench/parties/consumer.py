@@ -58,7 +58,11 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     # Without `concurrency`/`prefetch` the worker runs with hopline's defaults.
     sizes = {name: args[name] for name in ("concurrency", "prefetch") if args.get(name)}
     settings = consumer_settings(
-        args["amqp_url"], args["queue_type"], log_level=args.get("log_level", "info"), **sizes
+        args["amqp_url"],
+        args["queue_type"],
+        log_level=args.get("log_level", "info"),
+        events_enabled=args.get("events", True),  # lifecycle events, as deployed
+        **sizes,
     )
     # As deployed: the default level (info), JSON lines on stderr (the party's log file).
     configure_logging(settings.log_level, settings.log_format)

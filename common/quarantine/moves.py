@@ -48,6 +48,30 @@ class Edit:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What the lifecycle events of a moved message need of it (not its body)."""
+
+    message_type: str | None
+    routing_key: str | None
+    attempts: int
+    replay_count: int
+    at: datetime  # when it was taken, before its copy was published
+
+    @classmethod
+    def of(cls, message: FailedMessage, at: datetime) -> Moved:
+        original = message.headers.get(h.ROUTING_KEY)
+        if isinstance(original, bytes):
+            original = original.decode("utf-8", "replace")
+        return cls(
+            message.message_type,
+            original if isinstance(original, str) else message.routing_key or None,
+            message.attempts or 1,
+            message.replay_count,
+            at,
+        )
+
+
 @dataclass(slots=True)
 class MoveReport:
     examined: int = 0
@@ -57,6 +81,7 @@ class MoveReport:
     ids: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
     edited_copies: dict[str, str] = field(default_factory=dict)  # original id -> new id
+    moved_facts: dict[str, Moved] = field(default_factory=dict)  # id -> for its events
 
     def as_dict(self) -> dict[str, Any]:
         return {

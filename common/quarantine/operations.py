@@ -1,7 +1,9 @@
 """Operator actions on quarantine and unroutable queues, shared by the CLI and the admin API.
 
 One `Operator` per command or request: it resolves services to queues, runs the store's
-operation on each, and adds the reports up.
+operation on each, and adds the reports up. What it moved it also announces as lifecycle
+events (`replayed`, `copied` for an edited copy, with `copy_of`, `discarded`), through an
+emitter that connects only when there is something to say.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from contextlib import asynccontextmanager
 from typing import BinaryIO
 
 from common.connection import connect
+from common.emitter import EventEmitter
 from common.errors import HoplineError
+from common.events import Event, EventName
 from common.quarantine.failed import FailedMessage
 from common.quarantine.management import find_quarantine_queues
 from common.quarantine.selection import Group, Selection, group_messages
@@ -35,18 +39,26 @@ class NothingSelectedError(HoplineError):
 
 
 class Operator:
-    def __init__(self, settings: HoplineSettings, store: QueueSweep) -> None:
+    def __init__(
+        self, settings: HoplineSettings, store: QueueSweep, events: EventEmitter | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.names = settings.names
+        self.events = events
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: HoplineSettings, *, name: str) -> AsyncIterator[Operator]:
         connection = await connect(settings, name=name, robust=False)
+        events = EventEmitter(settings, name=f"{name} events") if settings.events_enabled else None
         try:
-            yield cls(settings, QueueSweep(connection, settings.names))
+            if events is not None:
+                await events.start()
+            yield cls(settings, QueueSweep(connection, settings.names), events)
         finally:
+            if events is not None:
+                await events.close(timeout_s=settings.publish_timeout_s)
             await connection.close()
 
     async def quarantine_queues(self, services: Iterable[str] = ()) -> list[str]:
@@ -127,6 +139,7 @@ class Operator:
             lambda queue: self.store.replay(
                 queue, selection, dry_run=dry_run, edit=edit, progress=progress
             ),
+            "replayed",
         )
 
     async def discard(
@@ -147,6 +160,7 @@ class Operator:
             lambda queue: self.store.discard(
                 queue, selection, archive=archive, dry_run=dry_run, progress=progress
             ),
+            "discarded",
         )
 
     async def _each_quarantine(
@@ -155,13 +169,43 @@ class Operator:
         selection: Selection,
         dry_run: bool,
         move: Callable[[str], Awaitable[MoveReport]],
+        event: EventName,
     ) -> MoveReport:
         """Run a move on every chosen quarantine queue; one report, every id accounted for."""
         total = MoveReport(dry_run=dry_run)
         for queue in await self.quarantine_queues(services):
-            _add(total, await move(queue))
+            report = await move(queue)
+            self._announce(queue, report, event)
+            _add(total, report)
         _check_ids_found(selection, total)
         return total
+
+    def _announce(self, queue: str, report: MoveReport, event: EventName) -> None:
+        """The lifecycle events of what a move did to the messages of one quarantine."""
+        if self.events is None or report.dry_run:
+            return
+        service = queue.removeprefix(f"{self.names.prefix}.").removesuffix(".quarantine")
+        for message_id in report.ids:
+            facts = report.moved_facts.get(message_id)
+            if facts is None:
+                continue
+            copy_id = report.edited_copies.get(message_id)
+            discarded = event == "discarded"
+            self.events.emit(
+                Event(
+                    event="copied" if copy_id is not None else event,
+                    message_id=copy_id or message_id,
+                    service=service,
+                    type=facts.message_type,
+                    routing_key=facts.routing_key,
+                    # A replayed message (or an edited copy) begins a new life at attempt 1.
+                    attempt=facts.attempts if discarded else 0,
+                    at=facts.at,
+                    copy_of=message_id if copy_id is not None else None,
+                    replay=facts.replay_count + (0 if discarded else 1),
+                ),
+                source=service,
+            )
 
     async def export(
         self,

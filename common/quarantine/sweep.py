@@ -34,6 +34,7 @@ from common.quarantine.moves import (
     Forward,
     Look,
     Move,
+    Moved,
     MoveReport,
     Replay,
     nothing,
@@ -244,6 +245,7 @@ class QueueSweep:
                     if selection.matches(message, now=now):
                         acted_on.add(message.id)
                         report.matched += 1
+                        report.moved_facts[message.id] = Moved.of(message, datetime.now(UTC))
                         if dry_run or not move.records_ids_on_confirm:
                             report.ids.append(message.id)
                         await move.take(message, incoming)

@@ -97,7 +97,12 @@ def refuse_a_taken_port(port: int) -> None:
 
 def write_env_file(env: dict[str, str]) -> Path:
     """The `export` line for another terminal: the CLI then talks to this run's broker."""
-    names = ("HOPLINE_AMQP_URL", "HOPLINE_MANAGEMENT_URL", "HOPLINE_ADMIN_TOKEN")
+    names = (
+        "HOPLINE_AMQP_URL",
+        "HOPLINE_MANAGEMENT_URL",
+        "HOPLINE_ADMIN_TOKEN",
+        "HOPLINE_STATUS_URL",
+    )
     exports = [f"export {name}='{env[name]}'" for name in names if env.get(name)]
     exports.append(f"export HOPLINE_API_URL='http://127.0.0.1:{PRODUCER_PORT}'")
     exports.append(f'export PATH="{ROOT / ".venv" / "bin"}:$PATH"')
@@ -217,6 +222,9 @@ def send_demo_messages(amqp_url: str) -> None:
             f"http://127.0.0.1:{PRODUCER_PORT}/v1/messages", json=message, timeout=10
         )
         say(f"POST {message['type']:<16} -> {response.status_code} {response.text}")
+        if message["type"] == "payments.charge" and response.status_code == 202:
+            payment = response.json()["message_id"]
+            say(f"its timeline (accepted, a retry, succeeded): hopline status {payment[:8]}")
 
 
 def demo_quarantine_depth(amqp_url: str) -> int:
@@ -253,6 +261,8 @@ def main() -> None:
     env.setdefault("HOPLINE_HANDLERS", "consumer.examples:registry")
     env.setdefault("HOPLINE_INGESTION_OPEN", "true")  # a local demo: keys are for deployments
     env.setdefault("HOPLINE_METRICS_PORT", str(_port_or_free(9100)))
+    # The status store: a SQLite file of this run's (the producer records into it).
+    env.setdefault("HOPLINE_STATUS_URL", f"sqlite:///{STATE / 'status.sqlite3'}")
     where = f"producer :{PRODUCER_PORT}, pid {os.getpid()}"
     if broker is not None:
         pids = ",".join(str(pid) for pid in node_pids(broker)) or "?"

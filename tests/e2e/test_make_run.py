@@ -16,6 +16,7 @@ from pathlib import Path
 
 from deploy.local.broker import free_port
 from tests.support.processes import ROOT
+from tests.support.wait import wait_until_sync
 
 
 @contextmanager
@@ -92,3 +93,33 @@ def test_a_second_make_run_refuses_and_the_first_stops_cleanly(
     assert first.returncode == 0
     assert "Traceback" not in rest
     assert not env_file.exists()
+
+
+def test_the_demo_payment_s_timeline_runs_from_accepted_through_a_retry_to_succeeded(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    with make_run(amqp_url, tmp_path, free_port()) as run:
+        lines = _read_until(run, "hopline status ")
+        prefix = lines[-1].rsplit(" ", 1)[-1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOPLINE_")}
+        env["HOPLINE_STATUS_URL"] = f"sqlite:///{tmp_path / 'status.sqlite3'}"
+
+        def succeeded() -> str | None:  # the README's command, until the retry succeeded
+            shown = subprocess.run(
+                [sys.executable, "-m", "consumer.cli", "status", prefix],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            return shown if "demo: succeeded" in shown else None
+
+        shown = wait_until_sync(succeeded, timeout_s=60, interval_s=0.5, message="no success")
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=60)
+
+    assert "demo: succeeded (attempt 2" in shown
+    assert '"charged_cents": 2599' in shown
+    events = [line.split()[2] for line in shown.splitlines() if line.startswith("  20")]
+    assert events == ["accepted", "started", "retry_scheduled", "started", "succeeded"]

@@ -2,10 +2,12 @@
 
 `HttpStream` posts uniquely numbered messages to a producer process at a steady rate and
 remembers every answer. `Pipeline` runs the producer and consumer processes. `tally()`
-accounts for every message at the end: accepted (202), handled (from the consumers' record
-file), duplicated, quarantined, lost (accepted but neither handled nor quarantined, which
-must be 0) and wrong outcomes (quarantined though expected to be handled, or the reverse,
-or quarantined with another reason than expected: must be 0 too). Results are kept in
+accounts for every message at the end: every answer (sent = 202 + 503 + other statuses + no
+answer), handled (from the consumers' record file), duplicated, quarantined, lost (accepted
+but neither handled nor quarantined, which must be 0), wrong outcomes (quarantined though
+expected to be handled, or the reverse, or quarantined with another reason than expected:
+must be 0 too) and status disagreements (an accepted message whose state in the producer's
+status store is not what the handlers saw: succeeded, or quarantined). Results are kept in
 `RESULTS` for the table `tests/chaos/conftest.py` prints, and appended as JSON lines to
 `$HOPLINE_CHAOS_REPORT` when that is set.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -32,7 +35,7 @@ from common.quarantine.failed import failed_from_delivery
 from deploy.local.broker import free_port
 from tests.support.pipeline import drain
 from tests.support.processes import read_records, service_process
-from tests.support.wait import wait_until
+from tests.support.wait import wait_until, wait_until_sync
 
 __all__ = [
     "EXIT",
@@ -60,6 +63,7 @@ class Answer:
     sent_at: float
     answered_at: float
     status: int | None  # None: no HTTP answer at all (connection refused, timeout)
+    message_id: str | None = None  # from a 202
 
 
 # What the chaos handler (tests/chaos/handlers.py) does with a payload besides its number.
@@ -121,11 +125,12 @@ class HttpStream:
                 },
             )
             status = response.status_code
+            message_id = response.json().get("message_id") if status == 202 else None
         except httpx.HTTPError:
-            status = None
+            status, message_id = None, None
         finally:
             slots.release()
-        self.answers[n] = Answer(sent_at, time.time(), status)
+        self.answers[n] = Answer(sent_at, time.time(), status, message_id)
 
     async def wait_sent(self, count: int) -> None:
         """Until `count` messages have been started (the moment to inject a fault)."""
@@ -141,6 +146,7 @@ class Tally:
     sent: int
     accepted: int
     refused_503: int
+    other_status: int  # answers that are neither 202 nor 503 (any 5xx here is a defect)
     no_answer: int
     processed: int  # accepted messages handled at least once
     duplicates: int  # extra handlings, of any message
@@ -149,6 +155,7 @@ class Tally:
     wrong_outcome: int  # quarantined but not expected there, or the reverse, or wrong reason
     handled_not_accepted: int  # a 503 whose publish the broker kept after all: allowed
     recovery_s: float | None
+    status_disagreements: int | None  # None: the producer kept no status store here
     notes: dict[str, object] = field(default_factory=dict)
 
 
@@ -177,6 +184,7 @@ def tally(
         sent=len(stream.answers),
         accepted=len(accepted),
         refused_503=statuses[503],
+        other_status=sum(n for status, n in statuses.items() if status not in (202, 503, None)),
         no_answer=statuses[None],
         processed=len(accepted & set(handled)),
         duplicates=sum(count - 1 for count in handled.values()),
@@ -185,14 +193,54 @@ def tally(
         wrong_outcome=len(wrong),
         handled_not_accepted=len(set(handled) - accepted),
         recovery_s=_recovery_s(stream, records, fault_at),
+        status_disagreements=_status_disagreements(stream, set(handled), quarantined),
         notes=notes or {},
     )
+    others = Counter(a.status for a in stream.answers.values() if a.status not in (202, 503))
+    if others:
+        result.notes["answers"] = dict(sorted(others.items(), key=str))
     RESULTS.append(result)
     report = os.environ.get("HOPLINE_CHAOS_REPORT")
     if report:
         with open(report, "ab") as out:
             out.write(orjson.dumps(asdict(result)) + b"\n")
+    # A fault is a 503 (try again) for a client, never another server error.
+    assert not [s for s in others if s is not None and s >= 500], result
     return result
+
+
+# Where each producer process keeps its status store (tests.support.processes puts it in
+# the directory of the producer's log), by the producer's port.
+STATUS_STORES: dict[int, Path] = {}
+
+
+def _status_disagreements(
+    stream: HttpStream, handled: set[int], quarantined: set[int], timeout_s: float = 30
+) -> int | None:
+    """Accepted messages whose recorded state is not what the handlers saw, once the
+    recorder has had `timeout_s` to catch up; None without a status store."""
+    path = STATUS_STORES.get(stream.port)
+    if path is None or not path.exists():
+        return None
+    expected = {
+        answer.message_id: "succeeded" if n in handled else "quarantined"
+        for n, answer in stream.answers.items()
+        if answer.message_id is not None and (n in handled or n in quarantined)
+    }
+
+    def disagreeing() -> int:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            states = dict(
+                db.execute(
+                    "SELECT message_id, state FROM hopline_services WHERE service = ?",
+                    (SERVICE,),
+                ).fetchall()
+            )
+        return sum(1 for message_id, state in expected.items() if states.get(message_id) != state)
+
+    with contextlib.suppress(AssertionError):
+        wait_until_sync(lambda: disagreeing() == 0, timeout_s, interval_s=0.5)
+    return disagreeing()
 
 
 def _recovery_s(
@@ -339,6 +387,7 @@ class Pipeline:
 
     def __enter__(self) -> Pipeline:
         self._stack.__enter__()
+        STATUS_STORES[self.port] = self.tmp_path / "status.sqlite3"  # see processes.py
         self._stack.enter_context(
             service_process(
                 "producer", self.services_url, self.tmp_path / "producer.log", **self._producer_env
@@ -383,6 +432,8 @@ _COLUMNS = (
     ("sent", "sent"),
     ("accepted", "accepted"),
     ("refused_503", "503"),
+    ("other_status", "other"),
+    ("no_answer", "no answer"),
     ("processed", "processed"),
     ("duplicates", "duplicates"),
     ("quarantined", "quarantined"),
@@ -390,6 +441,7 @@ _COLUMNS = (
     ("wrong_outcome", "wrong outcome"),
     ("handled_not_accepted", "handled w/o 202"),
     ("recovery_s", "recovery s"),
+    ("status_disagreements", "status disagreements"),
     ("notes", "notes"),
 )
 

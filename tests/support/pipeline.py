@@ -50,6 +50,9 @@ def producer_settings(amqp_url: str, **overrides: Any) -> ProducerSettings:
         "amqp_url": SecretStr(amqp_url),
         "retry_delays_s": FAST_RETRY_DELAYS_S,
         "publish_timeout_s": 3.0,
+        # The store lives as long as the app: GET /v1/messages/{id} reads what its recorder
+        # wrote, and nothing is left behind in the checkout.
+        "status_url": SecretStr("sqlite:///:memory:"),
     }
     values.update(overrides)
     return ProducerSettings(**values)

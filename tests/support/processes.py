@@ -21,11 +21,13 @@ __all__ = ["read_records", "service_process", "stop_process", "wait_http_ready"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _environment(amqp_url: str, extra: dict[str, str]) -> dict[str, str]:
+def _environment(amqp_url: str, extra: dict[str, str], run_dir: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HOPLINE_")}
     env.update(
         {
             "HOPLINE_AMQP_URL": amqp_url,
+            # A producer's status store: in the test's own directory, never the checkout's.
+            "HOPLINE_STATUS_URL": f"sqlite:///{run_dir / 'status.sqlite3'}",
             "HOPLINE_LOG_FORMAT": "json",
             "HOPLINE_RETRY_DELAYS_S": "1",
             "HOPLINE_INGESTION_OPEN": "true",  # tests that need keys set HOPLINE_API_KEYS
@@ -44,7 +46,7 @@ def service_process(
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            env=_environment(amqp_url, env),
+            env=_environment(amqp_url, env, log_path.parent),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,8 +17,10 @@ from schemathesis.checks import not_a_server_error
 
 from common.apikeys import ApiKeySpec, hash_key
 from common.delays import MAX_DELAY_S
+from common.status.store import open_store
 from producer.app import create_app
 from producer.settings import ProducerSettings
+from producer.status import ProducerStatus
 from tests.fakes import FakePublisher
 
 # The schema documents bearer authentication, so the API runs with a key (a generous rate:
@@ -31,15 +33,22 @@ _SETTINGS = ProducerSettings(
 )
 _publisher = FakePublisher()
 _publisher.started = True  # in case the ASGI client does not run the lifespan
+
+
+def _status() -> ProducerStatus:
+    """An in-memory status store: idempotency keys and GET /v1/messages/{id} work."""
+    return ProducerStatus(store=open_store("sqlite:///:memory:", retention_s=3600))
+
+
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(_SETTINGS, publisher=_publisher)
+    "/openapi.json", create_app(_SETTINGS, publisher=_publisher, status=_status())
 )
 
 # The same API with the broker away: every publish is the documented 503.
 _away = FakePublisher()
 _away.started, _away.available = True, False
 schema_broker_away = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(_SETTINGS, publisher=_away)
+    "/openapi.json", create_app(_SETTINGS, publisher=_away, status=_status())
 )
 
 

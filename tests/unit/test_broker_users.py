@@ -57,7 +57,8 @@ def test_the_producer_may_publish_only_to_ingress_and_delay_of_the_exchanges_it_
 ) -> None:
     producer = roles["producer"]
 
-    assert NAMES.ingress in producer.write and NAMES.delay in producer.write
+    assert {NAMES.ingress, NAMES.delay, NAMES.events} <= producer.write
+    assert NAMES.status in producer.read  # the status recorder runs in the producer
     assert NAMES.dlx not in producer.write
     service_queues = {NAMES.work_queue("demo", "high"), NAMES.quarantine("demo")}
     assert not service_queues & (producer.read | producer.write | producer.configure)
@@ -67,7 +68,7 @@ def test_a_consumer_reads_only_its_own_work_queues(roles: dict[str, Rights]) -> 
     demo = roles["consumer-demo"]
 
     assert {NAMES.work_queue("demo", p) for p in SETTINGS.priorities} <= demo.read
-    assert {NAMES.delay, NAMES.requeue, NAMES.dlx} <= demo.write
+    assert {NAMES.delay, NAMES.requeue, NAMES.dlx, NAMES.events} <= demo.write
     assert NAMES.quarantine("demo") not in demo.read
     assert NAMES.ingress not in demo.write
     assert not any("billing" in name for name in demo.read | demo.write | demo.configure)
@@ -81,7 +82,7 @@ def test_the_operator_handles_quarantine_and_declares_nothing(roles: dict[str, R
         NAMES.quarantine("billing"),
         NAMES.unroutable,
     }
-    assert operator.write == {NAMES.requeue, NAMES.ingress}
+    assert operator.write == {NAMES.requeue, NAMES.ingress, NAMES.events}
     assert operator.configure == frozenset()
 
 

@@ -73,6 +73,7 @@ def test_core_topology_declares_the_designed_exchanges(settings: HoplineSettings
         "hopline.unroutable": "fanout",
         "hopline.requeue": "headers",
         "hopline.dlx": "direct",
+        "hopline.events": "topic",
         "hopline.delay": "topic",
         **levels,
         "hopline.delay.due": "topic",
@@ -96,6 +97,7 @@ def test_core_topology_has_28_delay_levels_and_no_retry_tiers(settings: HoplineS
 
     assert [q.name for q in topology.queues] == [
         "hopline.unroutable",
+        "hopline.status",
         *(f"hopline.delay.{n}" for n in reversed(range(28))),
     ]
     assert not any("retry" in spec.name for spec in (*topology.queues, *topology.exchanges))
@@ -337,3 +339,15 @@ def test_building_a_topology_is_deterministic(settings: HoplineSettings) -> None
     assert service_topology(settings, "orders", ["a.b", "c.*"]) == service_topology(
         settings, "orders", ["a.b", "c.*"]
     )
+
+
+@pytest.mark.parametrize("version", [RABBITMQ_3_10, CURRENT_RELEASE])
+def test_every_lifecycle_event_waits_in_the_status_queue_kept_like_quarantine(
+    settings: HoplineSettings, version: BrokerVersion
+) -> None:
+    topology = core_topology(settings, version)
+
+    assert BindingSpec("hopline.events", "hopline.status", "#") in topology.bindings
+    status = arguments_of(topology.queue("hopline.status"))
+    assert status == arguments_of(topology.queue("hopline.unroutable"))
+    assert "x-message-ttl" not in status and "x-max-length" not in status

@@ -1,0 +1,473 @@
+"""The status store: one small interface, one SQL implementation over two databases.
+
+    StatusStore.record(events)     the recorder writes a batch, in one transaction, idempotently
+    StatusStore.lookup(id)         a message's status, or None: never seen, or past retention
+    StatusStore.ids_starting_with  unique-prefix lookup for the CLI
+    StatusStore.claim / confirm / release   idempotency keys of the ingestion API
+    StatusStore.prune(now)         forget what is older than the retention
+
+`Database` is the port each backend implements (common.status.sqlite, common.status.postgres):
+statements use numbered parameters `?1`, `?2` (SQLite's syntax; PostgreSQL's adapter turns
+them into `$1`). Every failure of the database becomes `StatusUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from common.errors import ConfigurationError
+from common.events import Event
+from common.status.states import ServiceState, format_at, is_service_event, rank, state_of
+
+__all__ = [
+    "Claim",
+    "Database",
+    "MessageStatus",
+    "ServiceStatus",
+    "SqlStatusStore",
+    "StatusStore",
+    "TimelineEntry",
+    "open_store",
+]
+
+Statement = tuple[str, Sequence[Sequence[Any]]]  # SQL and the rows of parameters it runs for
+
+# `{sortable}`: text that compares byte by byte (times and ranks are fixed-width text).
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hopline_messages (
+        message_id TEXT PRIMARY KEY, type TEXT, routing_key TEXT, accepted_at {sortable},
+        copy_of TEXT, first_at {sortable} NOT NULL, last_at {sortable} NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS hopline_messages_copy_of ON hopline_messages (copy_of)",
+    "CREATE INDEX IF NOT EXISTS hopline_messages_last_at ON hopline_messages (last_at)",
+    """CREATE TABLE IF NOT EXISTS hopline_services (
+        message_id TEXT NOT NULL, service TEXT NOT NULL, state TEXT NOT NULL,
+        rank {sortable} NOT NULL, attempt INTEGER NOT NULL, at {sortable} NOT NULL,
+        delay_s DOUBLE PRECISION, result TEXT, error_type TEXT, error_message TEXT,
+        reason TEXT, PRIMARY KEY (message_id, service))""",
+    """CREATE TABLE IF NOT EXISTS hopline_events (
+        message_id TEXT NOT NULL, service TEXT NOT NULL, event TEXT NOT NULL,
+        replay INTEGER NOT NULL, attempt INTEGER NOT NULL, at {sortable} NOT NULL,
+        error_type TEXT, error_message TEXT, delay_s DOUBLE PRECISION, reason TEXT,
+        result TEXT, copy_of TEXT,
+        PRIMARY KEY (message_id, service, event, replay, attempt, at))""",
+    """CREATE TABLE IF NOT EXISTS hopline_idempotency (
+        scope_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL,
+        routing_key TEXT NOT NULL, state TEXT NOT NULL, created_at {sortable} NOT NULL)""",
+)
+
+_UPSERT_MESSAGE = """
+INSERT INTO hopline_messages (message_id, type, routing_key, accepted_at, copy_of, first_at,
+                              last_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+ON CONFLICT (message_id) DO UPDATE SET
+    type = COALESCE(hopline_messages.type, excluded.type),
+    routing_key = COALESCE(hopline_messages.routing_key, excluded.routing_key),
+    accepted_at = COALESCE(hopline_messages.accepted_at, excluded.accepted_at),
+    copy_of = COALESCE(hopline_messages.copy_of, excluded.copy_of),
+    first_at = CASE WHEN excluded.first_at < hopline_messages.first_at
+                    THEN excluded.first_at ELSE hopline_messages.first_at END,
+    last_at = CASE WHEN excluded.last_at > hopline_messages.last_at
+                   THEN excluded.last_at ELSE hopline_messages.last_at END
+"""
+# The monotone rule itself: a row changes only for a more advanced event.
+_UPSERT_SERVICE = """
+INSERT INTO hopline_services (message_id, service, state, rank, attempt, at, delay_s, result,
+                              error_type, error_message, reason)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+ON CONFLICT (message_id, service) DO UPDATE SET
+    state = excluded.state, rank = excluded.rank, attempt = excluded.attempt,
+    at = excluded.at, delay_s = excluded.delay_s, result = excluded.result,
+    error_type = excluded.error_type, error_message = excluded.error_message,
+    reason = excluded.reason
+WHERE excluded.rank > hopline_services.rank
+"""
+_INSERT_EVENT = """
+INSERT INTO hopline_events (message_id, service, event, replay, attempt, at, error_type,
+                            error_message, delay_s, reason, result, copy_of)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+ON CONFLICT DO NOTHING
+"""
+_CLAIM = """
+INSERT INTO hopline_idempotency (scope_key, fingerprint, message_id, routing_key, state,
+                                 created_at)
+VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
+ON CONFLICT DO NOTHING
+"""
+_TAKE_OVER = """
+UPDATE hopline_idempotency SET fingerprint = ?2, message_id = ?3, routing_key = ?4,
+    state = 'pending', created_at = ?5
+WHERE scope_key = ?1 AND created_at = ?6
+"""
+
+
+class Database(Protocol):
+    """What a backend provides; every method raises StatusUnavailableError on failure."""
+
+    sortable_text: str  # the column type of text compared byte by byte
+    schema_lock: str  # a statement that serialises schema creation between processes, or ""
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    async def transaction(self, statements: Sequence[Statement]) -> None:
+        """Run every statement for each of its rows, all in one transaction."""
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    event: str
+    service: str
+    attempt: int
+    replay: int
+    at: str
+    error_type: str | None = None
+    error_message: str | None = None
+    delay_s: float | None = None
+    reason: str | None = None
+    result: Any = None
+    copy_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    service: str
+    state: ServiceState
+    attempt: int
+    at: str
+    retry_delay_s: float | None
+    result: Any
+    error_type: str | None
+    error_message: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    message_id: str
+    type: str | None
+    routing_key: str | None
+    accepted_at: str | None
+    copy_of: str | None
+    copies: list[str]
+    services: list[ServiceStatus]
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming an idempotency key.
+
+    `claimed`: this request owns the key and publishes; `accepted`: answered before (the
+    first answer's id and routing key); `in_flight`: another request is publishing it;
+    `mismatch`: the key was used for a different request."""
+
+    outcome: Literal["claimed", "accepted", "in_flight", "mismatch"]
+    message_id: str
+    routing_key: str
+
+
+class StatusStore(Protocol):
+    async def record(self, events: Sequence[Event]) -> None: ...
+
+    async def lookup(self, message_id: str, now: datetime) -> MessageStatus | None: ...
+
+    async def ids_starting_with(self, prefix: str, now: datetime, limit: int) -> list[str]: ...
+
+    async def succeeded(self, message_id: str, service: str) -> bool: ...
+
+    async def claim(
+        self, key: str, fingerprint: str, message_id: str, routing_key: str, now: datetime
+    ) -> Claim: ...
+
+    async def confirm(self, key: str) -> None: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def prune(self, now: datetime) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class SqlStatusStore:
+    """The status store on any `Database`; `retention_s` bounds what is known.
+
+    A pending idempotency claim older than `stale_claim_s` (its producer died while
+    publishing) may be taken over by a new request with the same key."""
+
+    def __init__(self, db: Database, *, retention_s: float, stale_claim_s: float = 30.0) -> None:
+        self._db = db
+        self._retention = timedelta(seconds=retention_s)
+        self._stale_claim = timedelta(seconds=stale_claim_s)
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+
+    async def _ready(self) -> Database:
+        """The database, its tables created on first use (so a store that is down at start
+        is used as soon as it is back)."""
+        if not self._schema_ready:
+            async with self._schema_lock:
+                if not self._schema_ready:
+                    sortable = self._db.sortable_text
+                    lock = [(self._db.schema_lock, [()])] if self._db.schema_lock else []
+                    await self._db.transaction(
+                        lock + [(sql.format(sortable=sortable), [()]) for sql in SCHEMA]
+                    )
+                    self._schema_ready = True
+        return self._db
+
+    async def close(self) -> None:
+        self._schema_ready = False  # a database opened again is looked at again
+        await self._db.close()
+
+    async def record(self, events: Sequence[Event]) -> None:
+        # Sorted, so two recorders writing overlapping batches take row locks in one order.
+        ordered = sorted(
+            (_storable(e) for e in events), key=lambda e: (e.message_id, e.service, rank(e))
+        )
+        messages = [
+            (
+                e.message_id,
+                e.type,
+                e.routing_key,
+                format_at(e.at) if e.event == "accepted" else None,
+                e.copy_of if e.event == "copied" else None,
+                format_at(e.at),
+            )
+            for e in ordered
+        ]
+        services = [
+            (
+                e.message_id,
+                e.service,
+                state_of(e),
+                rank(e),
+                e.attempt,
+                format_at(e.at),
+                e.delay_s,
+                _json(e.result),
+                e.error_type,
+                e.error_message,
+                e.reason,
+            )
+            for e in ordered
+            if is_service_event(e)
+        ]
+        timeline = [
+            (
+                e.message_id,
+                e.service,
+                e.event,
+                e.replay,
+                e.attempt,
+                format_at(e.at),
+                e.error_type,
+                e.error_message,
+                e.delay_s,
+                e.reason,
+                _json(e.result),
+                e.copy_of,
+            )
+            for e in ordered
+        ]
+        await (await self._ready()).transaction(
+            [(_UPSERT_MESSAGE, messages), (_UPSERT_SERVICE, services), (_INSERT_EVENT, timeline)]
+        )
+
+    def _cutoff(self, now: datetime) -> str:
+        return format_at(now - self._retention)
+
+    async def lookup(self, message_id: str, now: datetime) -> MessageStatus | None:
+        rows = await (await self._ready()).fetch(
+            "SELECT type, routing_key, accepted_at, copy_of FROM hopline_messages "
+            "WHERE message_id = ?1 AND last_at >= ?2",
+            (message_id, self._cutoff(now)),
+        )
+        if not rows:
+            return None
+        message_type, routing_key, accepted_at, copy_of = rows[0]
+        services = await (await self._ready()).fetch(
+            "SELECT service, state, attempt, at, delay_s, result, error_type, error_message, "
+            "reason FROM hopline_services WHERE message_id = ?1 ORDER BY service",
+            (message_id,),
+        )
+        events = await (await self._ready()).fetch(
+            "SELECT event, service, attempt, replay, at, error_type, error_message, delay_s, "
+            "reason, result, copy_of FROM hopline_events WHERE message_id = ?1 "
+            "ORDER BY at, replay, attempt",
+            (message_id,),
+        )
+        copies = await (await self._ready()).fetch(
+            "SELECT message_id FROM hopline_messages WHERE copy_of = ?1 ORDER BY first_at",
+            (message_id,),
+        )
+        return MessageStatus(
+            message_id=message_id,
+            type=message_type,
+            routing_key=routing_key,
+            accepted_at=accepted_at,
+            copy_of=copy_of,
+            copies=[row[0] for row in copies],
+            services=[
+                ServiceStatus(
+                    service=row[0],
+                    state=row[1],
+                    attempt=row[2],
+                    at=row[3],
+                    retry_delay_s=row[4] if row[1] == "retrying" else None,
+                    result=_unjson(row[5]),
+                    error_type=row[6],
+                    error_message=row[7],
+                    reason=row[8],
+                )
+                for row in services
+            ],
+            timeline=[
+                TimelineEntry(
+                    event=row[0],
+                    service=row[1],
+                    attempt=row[2],
+                    replay=row[3],
+                    at=row[4],
+                    error_type=row[5],
+                    error_message=row[6],
+                    delay_s=row[7],
+                    reason=row[8],
+                    result=_unjson(row[9]),
+                    copy_of=row[10],
+                )
+                for row in events
+            ],
+        )
+
+    async def succeeded(self, message_id: str, service: str) -> bool:
+        """Whether `service` handled this message successfully (consumer-side dedupe)."""
+        rows = await (await self._ready()).fetch(
+            "SELECT 1 FROM hopline_services "
+            "WHERE message_id = ?1 AND service = ?2 AND state = 'succeeded'",
+            (message_id, service),
+        )
+        return bool(rows)
+
+    async def ids_starting_with(self, prefix: str, now: datetime, limit: int) -> list[str]:
+        rows = await (await self._ready()).fetch(
+            "SELECT message_id FROM hopline_messages "
+            "WHERE substr(message_id, 1, ?1) = ?2 AND last_at >= ?3 ORDER BY message_id LIMIT ?4",
+            (len(prefix), prefix, self._cutoff(now), limit),
+        )
+        return [row[0] for row in rows]
+
+    async def claim(
+        self, key: str, fingerprint: str, message_id: str, routing_key: str, now: datetime
+    ) -> Claim:
+        created_at = format_at(now)
+        db = await self._ready()
+        if await db.execute(_CLAIM, (key, fingerprint, message_id, routing_key, created_at)):
+            return Claim("claimed", message_id, routing_key)
+        rows = await (await self._ready()).fetch(
+            "SELECT fingerprint, message_id, routing_key, state, created_at "
+            "FROM hopline_idempotency WHERE scope_key = ?1",
+            (key,),
+        )
+        if not rows:  # released between our insert and our look: try once more
+            return await self.claim(key, fingerprint, message_id, routing_key, now)
+        first_fingerprint, first_id, first_key, state, first_at = rows[0]
+        expired = first_at < self._cutoff(now)
+        stale = state == "pending" and first_at < format_at(now - self._stale_claim)
+        if expired or stale:
+            taken = await (await self._ready()).execute(
+                _TAKE_OVER, (key, fingerprint, message_id, routing_key, created_at, first_at)
+            )
+            if taken:
+                return Claim("claimed", message_id, routing_key)
+            return await self.claim(key, fingerprint, message_id, routing_key, now)
+        if first_fingerprint != fingerprint:
+            return Claim("mismatch", first_id, first_key)
+        return Claim("accepted" if state == "accepted" else "in_flight", first_id, first_key)
+
+    async def confirm(self, key: str) -> None:
+        await (await self._ready()).execute(
+            "UPDATE hopline_idempotency SET state = 'accepted' WHERE scope_key = ?1", (key,)
+        )
+
+    async def release(self, key: str) -> None:
+        await (await self._ready()).execute(
+            "DELETE FROM hopline_idempotency WHERE scope_key = ?1 AND state = 'pending'", (key,)
+        )
+
+    async def prune(self, now: datetime) -> int:
+        """Forget messages and keys older than the retention; the number of messages."""
+        cutoff = self._cutoff(now)
+        old = "(SELECT message_id FROM hopline_messages WHERE last_at < ?1)"
+        count = await (await self._ready()).fetch(
+            "SELECT count(*) FROM hopline_messages WHERE last_at < ?1", (cutoff,)
+        )
+        await (await self._ready()).transaction(
+            [
+                (f"DELETE FROM hopline_events WHERE message_id IN {old}", [(cutoff,)]),
+                (f"DELETE FROM hopline_services WHERE message_id IN {old}", [(cutoff,)]),
+                ("DELETE FROM hopline_messages WHERE last_at < ?1", [(cutoff,)]),
+                ("DELETE FROM hopline_idempotency WHERE created_at < ?1", [(cutoff,)]),
+            ]
+        )
+        return int(count[0][0])
+
+
+_TEXT_FIELDS = (
+    "message_id",
+    "service",
+    "type",
+    "routing_key",
+    "error_type",
+    "error_message",
+    "reason",
+    "copy_of",
+)
+
+
+def _storable(event: Event) -> Event:
+    """PostgreSQL text cannot hold NUL: a foreign error message could carry one."""
+    changes: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd")
+        for name in _TEXT_FIELDS
+        if isinstance(value := getattr(event, name), str) and "\x00" in value
+    }
+    return dataclasses.replace(event, **changes) if changes else event
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def open_store(url: str, *, retention_s: float) -> SqlStatusStore:
+    """The store at `url` (`sqlite:///path` or `postgresql://...`); nothing is connected
+    until it is used, and each use of a database that is away raises
+    StatusUnavailableError (the recorder waits, the API answers 503)."""
+    if url.startswith("sqlite:///"):
+        from common.status.sqlite import SqliteDatabase
+
+        db: Database = SqliteDatabase(url.removeprefix("sqlite:///"))
+    elif url.startswith(("postgresql://", "postgres://")):
+        from common.status.postgres import PostgresDatabase
+
+        db = PostgresDatabase(url)
+    else:
+        raise ConfigurationError(
+            "HOPLINE_STATUS_URL must start with sqlite:/// (a file) or postgresql:// "
+            f"(got {url.split(':', 1)[0]!r}:...)"
+        )
+    return SqlStatusStore(db, retention_s=retention_s)
