@@ -23,12 +23,20 @@ class HttpConnection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, header: str = "") -> tuple[int, bytes]:
+        """`header`: extra header lines, each ending in CRLF (e.g. an Idempotency-Key)."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{header}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         self._writer.write(head + body)
+        return await self._answer()
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        return await self._answer()
+
+    async def _answer(self) -> tuple[int, bytes]:
         status_line = await self._reader.readline()
         if not status_line:
             raise ConnectionError("the server closed the connection")

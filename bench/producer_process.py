@@ -43,6 +43,9 @@ async def producer_process(
             "HOPLINE_PORT": str(port),
             "HOPLINE_LOG_FORMAT": "json",
             "HOPLINE_INGESTION_OPEN": "true",
+            # A store of this run's own (the default file under the checkout would grow
+            # from run to run and carry earlier idempotency keys)
+            "HOPLINE_STATUS_URL": f"sqlite:///{log_path.parent / f'status-{port}.sqlite3'}",
             "PYTHONPATH": str(ROOT),
         }
     )

@@ -26,6 +26,16 @@ async def ingestion(ctx: Context) -> None:
                 concurrency=cfg.http_concurrency,
                 duration_s=cfg.http_duration_s,
             )
+            keyed = await ctx.run_party(
+                "http_load",
+                f"POST /v1/messages with Idempotency-Key x {cfg.http_concurrency} clients",
+                None,
+                base_url=producer.base_url,
+                mode="single",
+                keyed=True,
+                concurrency=cfg.http_concurrency,
+                duration_s=cfg.http_duration_s,
+            )
             batch = await ctx.run_party(
                 "http_load",
                 f"POST /v1/messages/batch ({cfg.batch_size}/request)",
@@ -36,7 +46,7 @@ async def ingestion(ctx: Context) -> None:
                 count=cfg.batch_messages,
                 concurrency=8,
             )
-            requests = single["requests"] + batch["requests"]
+            requests = single["requests"] + keyed["requests"] + batch["requests"]
             producer_rss_mib = producer.rss_kib() / 1024
     ctx.shared["single_rate"] = single["rate"]
     latencies = single.pop("latencies_s")
@@ -53,6 +63,22 @@ async def ingestion(ctx: Context) -> None:
                 **single,
                 "p50_ms": percentile(latencies, 0.5) * 1000,
                 "p99_ms": percentile(latencies, 0.99) * 1000,
+            },
+        )
+    )
+    keyed_latencies = keyed.pop("latencies_s")
+    ctx.add(
+        Row(
+            ctx.queue_type,
+            "  same, each with an Idempotency-Key (claimed in the status store)",
+            keyed["rate"],
+            "msg/s",
+            single["rate"],
+            "ingest 1 msg/request without keys",
+            detail={
+                **keyed,
+                "p50_ms": percentile(keyed_latencies, 0.5) * 1000,
+                "p99_ms": percentile(keyed_latencies, 0.99) * 1000,
             },
         )
     )

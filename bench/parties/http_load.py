@@ -1,7 +1,8 @@
 """An HTTP client process that loads the producer: closed loop or paced (open loop).
 
 - `single`: `concurrency` clients each POST /v1/messages back to back for `duration_s` (or
-  until `requests` were sent; `keep_latencies=false` for runs too long to report each).
+  until `requests` were sent; `keep_latencies=false` for runs too long to report each);
+  with `keyed`, each request carries an `Idempotency-Key` of its own (a first claim each).
 - `batch`: `concurrency` clients POST /v1/messages/batch with `batch_size` items until
   `count` messages were accepted.
 - `paced`: one POST /v1/messages every 1/`rate` seconds, `count` in all, whatever the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,12 +45,12 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         reporter = asyncio.create_task(progress_while(lambda: accepted, peak))
         started = time.perf_counter()
 
-        async def post(path: str, body: bytes, items: int) -> None:
+        async def post(path: str, body: bytes, items: int, header: str = "") -> None:
             nonlocal accepted
             begin = time.perf_counter()
             connection = await pool.get()
             try:
-                status, _ = await connection.post(path, body)
+                status, _ = await connection.post(path, body, header)
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 status = 0
                 connection = await HttpConnection.open(address.hostname or "", address.port or 80)
@@ -63,11 +65,15 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
             deadline = started + args["duration_s"]
             counter = iter(range(args.get("requests", 1 << 62)))
 
+            # Unique across runs: the producer's status store outlives a bench run.
+            run = uuid.uuid4().hex[:12]
+
             async def client_loop() -> None:
                 for index in counter:
                     if time.perf_counter() >= deadline:
                         break
-                    await post("/v1/messages", orjson.dumps(http_item(index)), 1)
+                    key = f"Idempotency-Key: {run}-{index}\r\n" if args.get("keyed") else ""
+                    await post("/v1/messages", orjson.dumps(http_item(index)), 1, key)
 
             await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         elif mode == "batch":
