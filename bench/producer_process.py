@@ -32,8 +32,15 @@ class ProducerProcess:
 
 @asynccontextmanager
 async def producer_process(
-    amqp_url: str, queue_type: str, log_path: Path
+    amqp_url: str,
+    queue_type: str,
+    log_path: Path,
+    *,
+    ready_path: str = "/readyz",
+    **settings: str,
 ) -> AsyncIterator[ProducerProcess]:
+    """A producer process; `settings` are more `HOPLINE_*` variables, and it counts as up
+    once `ready_path` answers 200 (`/healthz` for one that needs no broker)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("HOPLINE_")}
     env.update(
@@ -47,6 +54,7 @@ async def producer_process(
             # from run to run and carry earlier idempotency keys)
             "HOPLINE_STATUS_URL": f"sqlite:///{log_path.parent / f'status-{port}.sqlite3'}",
             "PYTHONPATH": str(ROOT),
+            **settings,
         }
     )
     with log_path.open("ab") as log:
@@ -61,7 +69,7 @@ async def producer_process(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(base_url, process)
+        await _wait_ready(base_url, process, ready_path)
         yield ProducerProcess(base_url, process.pid)
     finally:
         if process.returncode is None:
@@ -73,14 +81,14 @@ async def producer_process(
                 await process.wait()
 
 
-async def _wait_ready(base_url: str, process: asyncio.subprocess.Process) -> None:
+async def _wait_ready(base_url: str, process: asyncio.subprocess.Process, ready_path: str) -> None:
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(f"the producer exited with {process.returncode}")
             try:
-                if (await client.get("/readyz")).status_code == 200:
+                if (await client.get(ready_path)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

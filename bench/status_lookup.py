@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from bench.http_wire import HttpConnection
+from bench.producer_process import ProducerProcess, producer_process
 from common.events import Event
 from common.status.store import open_store
 from deploy.local.broker import free_port
@@ -77,45 +75,19 @@ async def fill(url: str, messages: int) -> float:
     return time.perf_counter() - started
 
 
-@asynccontextmanager
-async def producer(status_url: str, log: Path) -> AsyncIterator[int]:
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HOPLINE_")}
-    env.update(
-        {
-            "HOPLINE_PORT": str(port),
-            "HOPLINE_LOG_LEVEL": "warning",
-            "HOPLINE_INGESTION_OPEN": "true",
-            "HOPLINE_STATUS_URL": status_url,
-            "HOPLINE_STATUS_RECORDER": "false",
-            "HOPLINE_EVENTS_ENABLED": "false",
-            # No broker is needed to read statuses: an address where none listens.
-            "HOPLINE_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/",
-            "PYTHONPATH": str(ROOT),
-        }
+def producer(status_url: str, log: Path) -> AbstractAsyncContextManager[ProducerProcess]:
+    """A producer that only reads statuses: no recorder, no events, and no broker (an
+    address where none listens: status reads do not touch it)."""
+    return producer_process(
+        f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        "quorum",
+        log,
+        ready_path="/healthz",
+        HOPLINE_LOG_LEVEL="warning",
+        HOPLINE_STATUS_URL=status_url,
+        HOPLINE_STATUS_RECORDER="false",
+        HOPLINE_EVENTS_ENABLED="false",
     )
-    with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "producer",
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        for _ in range(200):
-            try:
-                connection = await HttpConnection.open("127.0.0.1", port)
-                await connection.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=15)
 
 
 async def load(port: int, paths: list[str], seconds: float) -> tuple[float, dict[int, int]]:
@@ -156,7 +128,8 @@ async def run(store: str, messages: int, seconds: float) -> None:
         print(f"filling {store} with {messages:,} messages")
         fill_s = await fill(status_url, messages)
         ids = [f"/v1/messages/bench-{random.randrange(messages):08d}" for _ in range(10_000)]
-        async with producer(status_url, workdir / "producer.log") as port:
+        async with producer(status_url, workdir / "producer.log") as process:
+            port = urlsplit(process.base_url).port or 80
             healthz, _ = await load(port, ["/healthz"], seconds)
             lookups, statuses = await load(port, ids, seconds)
         print(
