@@ -9,6 +9,7 @@ the message, never in a consumer's memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -70,45 +71,42 @@ def _copy(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """Where a delivery came from and what it is, as every copy of it says: what a consumer
+    knows of a delivery before its handler runs."""
+
+    origin_queue: str
+    original_routing_key: str
+    attempt: int
+    message_type: str | None
+    message_id: str | None
+
+
 def held_copy(
-    incoming: CopySource,
-    *,
-    origin_queue: str,
-    original_routing_key: str,
-    attempt: int,
-    message_type: str | None,
-    message_id: str | None,
+    incoming: CopySource, context: DeliveryContext, *, attempt: int | None = None
 ) -> aio_pika.Message:
-    """The copy that waits in the delay levels until a foreign publisher's `deliver-at`,
-    then goes back to `origin_queue` with its attempt unchanged (it has not run yet)."""
+    """The copy that goes back to its origin queue (after a wait in the delay levels): with
+    its attempt unchanged when it has not run (a hold until a foreign publisher's
+    `deliver-at`, a deferral), or the next `attempt` for a retry."""
     headers = kept_headers(incoming.headers)
-    headers[h.ATTEMPT] = attempt
-    headers[h.ORIGIN_QUEUE] = origin_queue
-    headers[h.ROUTING_KEY] = original_routing_key
-    return _copy(incoming, headers, message_type, message_id)
+    headers[h.ATTEMPT] = context.attempt if attempt is None else attempt
+    headers[h.ORIGIN_QUEUE] = context.origin_queue
+    headers[h.ROUTING_KEY] = context.original_routing_key
+    return _copy(incoming, headers, context.message_type, context.message_id)
 
 
 def retry_copy(
     incoming: CopySource,
+    context: DeliveryContext,
     *,
-    origin_queue: str,
-    original_routing_key: str,
     next_attempt: int,
-    message_type: str | None,
-    message_id: str | None,
     error_type: str,
     error_message: str,
 ) -> aio_pika.Message:
-    """The copy that waits in the delay levels and then goes back to `origin_queue` as its
+    """The copy that waits in the delay levels and then goes back to its origin queue as its
     next attempt, saying what went wrong on this one."""
-    copy = held_copy(
-        incoming,
-        origin_queue=origin_queue,
-        original_routing_key=original_routing_key,
-        attempt=next_attempt,
-        message_type=message_type,
-        message_id=message_id,
-    )
+    copy = held_copy(incoming, context, attempt=next_attempt)
     copy.headers[h.ERROR_TYPE] = error_type
     copy.headers[h.ERROR_MESSAGE] = h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS)
     return copy
@@ -116,12 +114,8 @@ def retry_copy(
 
 def failure_copy(
     incoming: CopySource,
+    context: DeliveryContext,
     *,
-    origin_queue: str,
-    original_routing_key: str,
-    attempt: int,
-    message_type: str | None,
-    message_id: str | None,
     error_type: str,
     error_message: str,
     traceback: str,
@@ -133,9 +127,9 @@ def failure_copy(
     headers = kept_headers(incoming.headers)
     headers.update(
         {
-            h.ATTEMPT: attempt,
-            h.ORIGIN_QUEUE: origin_queue,
-            h.ROUTING_KEY: original_routing_key,
+            h.ATTEMPT: context.attempt,
+            h.ORIGIN_QUEUE: context.origin_queue,
+            h.ROUTING_KEY: context.original_routing_key,
             h.ERROR_TYPE: error_type,
             h.ERROR_MESSAGE: h.bounded(error_message, h.MAX_ERROR_MESSAGE_CHARS),
             h.ERROR_TRACEBACK: h.bounded_tail(traceback, h.MAX_TRACEBACK_CHARS),
@@ -144,4 +138,4 @@ def failure_copy(
             h.CONSUMER: consumer,
         }
     )
-    return _copy(incoming, headers, message_type, message_id)
+    return _copy(incoming, headers, context.message_type, context.message_id)

@@ -24,14 +24,13 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import aio_pika
 import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 
-from common.copies import failure_copy, held_copy, retry_copy
+from common.copies import DeliveryContext, failure_copy, held_copy, retry_copy
 from common.delays import REQUEUE_TARGET, delay_exchanges, delay_route
 from common.logging import get_logger
 from common.names import Names
@@ -39,7 +38,7 @@ from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
 from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
 
-__all__ = ["DeliveryContext", "Settled", "Settler"]
+__all__ = ["Settled", "Settler"]
 
 _log = get_logger("hopline.consumer")
 
@@ -60,17 +59,6 @@ class Settled(enum.StrEnum):
     DEFERRED = "deferred"  # its handler was at its limit: back to the tail of its queue
     LEFT = "left_for_redelivery"  # its channel closed first: the broker redelivers it
     REJECTED = "rejected"  # no copy confirmed: the broker dead-letters it to quarantine
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryContext:
-    """What we know of a delivery before its handler runs."""
-
-    origin_queue: str
-    original_routing_key: str
-    attempt: int
-    message_type: str | None
-    message_id: str | None
 
 
 class _Refused(Exception):
@@ -162,11 +150,8 @@ class Settler:
     ) -> Settled:
         copy = retry_copy(
             delivery,
-            origin_queue=context.origin_queue,
-            original_routing_key=context.original_routing_key,
+            context,
             next_attempt=decision.next_attempt,
-            message_type=context.message_type,
-            message_id=context.message_id,
             error_type=outcome.error_type,
             error_message=outcome.error_message,
         )
@@ -181,7 +166,7 @@ class Settler:
 
     async def hold(self, delivery: Delivery, delay_s: float, context: DeliveryContext) -> Settled:
         """Into the delay levels until it is due, then back to its queue, attempt unchanged."""
-        copy = _unchanged_copy(delivery, context)
+        copy = held_copy(delivery, context)
         refusal = (
             f"hold_not_confirmed: the copy that waits {delay_s:.0f} s for its deliver-at was "
             "not confirmed ({}); replay it when it is due"
@@ -223,11 +208,7 @@ class Settler:
         assert self._dlx is not None, "Settler.open() was not awaited"
         copy = failure_copy(
             delivery,
-            origin_queue=context.origin_queue,
-            original_routing_key=context.original_routing_key,
-            attempt=context.attempt,
-            message_type=context.message_type,
-            message_id=context.message_id,
+            context,
             error_type=outcome.error_type,
             error_message=outcome.error_message,
             traceback=outcome.traceback,
@@ -252,7 +233,7 @@ class Settler:
         consumer.limits): after `delay_s` in the delay levels, or at once to the tail of
         the queue when it is 0; then ack. None if the broker refused the copy."""
         assert self._requeue is not None and self._delays, "Settler.open() was not awaited"
-        copy = _unchanged_copy(delivery, context)
+        copy = held_copy(delivery, context)
         try:
             if delay_s > 0:
                 exchange, key = delay_route(self._names, delay_s, REQUEUE_TARGET)
@@ -318,18 +299,6 @@ _FALLBACK_OF_KIND = {
     "quarantine": "reject to the dead-letter exchange",
     "defer": "run it here once its handler has room",
 }
-
-
-def _unchanged_copy(delivery: Delivery, context: DeliveryContext) -> aio_pika.Message:
-    """Back to its queue as it is: the same attempt, it has not run (a hold, a deferral)."""
-    return held_copy(
-        delivery,
-        origin_queue=context.origin_queue,
-        original_routing_key=context.original_routing_key,
-        attempt=context.attempt,
-        message_type=context.message_type,
-        message_id=context.message_id,
-    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from aiormq.abc import DeliveredMessage
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.connection import broker_version, connect
+from common.copies import DeliveryContext
 from common.declare import declare_topology
 from common.delays import delay_bucket, held_for
 from common.emitter import EventEmitter
@@ -56,7 +57,7 @@ from consumer.probes import ProbeServer, probe_app
 from consumer.registry import HandlerSpec, Registry
 from consumer.scheduler import PrioritySlots
 from consumer.settings import ConsumerSettings
-from consumer.settler import DeliveryContext, Settled, Settler
+from consumer.settler import Settled, Settler
 from consumer.subscription import Subscription
 
 __all__ = ["Worker"]

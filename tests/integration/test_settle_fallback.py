@@ -14,6 +14,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common import headers as h
+from common.copies import DeliveryContext
 from common.delays import delay_exchanges
 from common.names import Names
 from common.quarantine.failed import FailedMessage, failed_from_delivery
@@ -21,7 +22,7 @@ from consumer import Registry, RetryableError
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
 from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
-from consumer.settler import DeliveryContext, Settled, Settler
+from consumer.settler import Settled, Settler
 from tests.support.pipeline import (
     consumer_settings,
     drain,

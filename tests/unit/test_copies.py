@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 
 from common import headers as h
-from common.copies import failure_copy, retry_copy
+from common.copies import DeliveryContext, failure_copy, retry_copy
 
 SENT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 FAILED_AT = datetime(2024, 5, 1, 12, 5, tzinfo=UTC)
@@ -47,8 +47,15 @@ class FakeIncoming:
     user_id: str | None = "guest"
 
 
+def _context(options: dict[str, Any]) -> DeliveryContext:
+    """The copy's origin from the options that name it (taken out of `options`)."""
+    names = [field.name for field in dataclasses.fields(DeliveryContext)]
+    return DeliveryContext(**{name: options.pop(name) for name in names})
+
+
 def retry(incoming: Any = None, **overrides: Any) -> aio_pika.Message:
     options: dict[str, Any] = {
+        "attempt": 2,
         "origin_queue": "hopline.orders.high",
         "original_routing_key": "high.orders.created",
         "next_attempt": 3,
@@ -57,7 +64,9 @@ def retry(incoming: Any = None, **overrides: Any) -> aio_pika.Message:
         "error_type": "ConnectionError",
         "error_message": "db down",
     }
-    return retry_copy(incoming or FakeIncoming(), **(options | overrides))  # type: ignore[arg-type]
+    options |= overrides
+    context = _context(options)
+    return retry_copy(incoming or FakeIncoming(), context, **options)  # type: ignore[arg-type]
 
 
 def failure(incoming: Any = None, **overrides: Any) -> aio_pika.Message:
@@ -74,7 +83,9 @@ def failure(incoming: Any = None, **overrides: Any) -> aio_pika.Message:
         "consumer": "orders@host-1",
         "failed_at": FAILED_AT,
     }
-    return failure_copy(incoming or FakeIncoming(), **(options | overrides))  # type: ignore[arg-type]
+    options |= overrides
+    context = _context(options)
+    return failure_copy(incoming or FakeIncoming(), context, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("make", [retry, failure], ids=["retry", "failure"])
