@@ -41,52 +41,40 @@ async def drain(ctx: Context) -> None:
             )
             references[name] = result["rate"]
         runs: dict[str, dict[str, Any]] = {}
-        for log_level, size in (("info", n), ("warning", n // 2)):
+        variants: tuple[tuple[str, int, str, dict[str, Any]], ...] = (
+            ("info", n, "log level info", {"log_level": "info"}),
+            ("warning", n // 2, "log level warning", {"log_level": "warning"}),
+            # Tracing on (a tracer provider recording every span, exporting nowhere) against
+            # the same run without it: what `hopline[otel]` costs a consumer.
+            (
+                "traced",
+                n // 2,
+                "log level warning, tracing on",
+                {"log_level": "warning", "tracing": True},
+            ),
+            # Lifecycle events off (HOPLINE_EVENTS_ENABLED=false) against the same run with
+            # them: what publishing a started and a succeeded event per message costs.
+            (
+                "no_events",
+                n // 2,
+                "log level warning, lifecycle events off",
+                {"log_level": "warning", "events": False},
+            ),
+        )
+        for name, size, label, options in variants:
             publish_rates.append((await ctx.fill(url, size))["rate"])
-            runs[log_level] = await ctx.run_party(
+            runs[name] = await ctx.run_party(
                 "hopline_consumer",
-                f"hopline consumer drain (log level {log_level})",
+                f"hopline consumer drain ({label})",
                 size,
                 amqp_url=url,
                 mode="drain",
                 count=size,
                 concurrency=cfg.concurrency,
                 loop="uvloop",
-                log_level=log_level,
+                **options,
                 **common,
             )
-        # Tracing on (a tracer provider recording every span, exporting nowhere) against the
-        # same run without it: what `hopline[otel]` costs a consumer.
-        publish_rates.append((await ctx.fill(url, n // 2))["rate"])
-        runs["traced"] = await ctx.run_party(
-            "hopline_consumer",
-            "hopline consumer drain (log level warning, tracing on)",
-            n // 2,
-            amqp_url=url,
-            mode="drain",
-            count=n // 2,
-            concurrency=cfg.concurrency,
-            loop="uvloop",
-            log_level="warning",
-            tracing=True,
-            **common,
-        )
-        # Lifecycle events off (HOPLINE_EVENTS_ENABLED=false) against the same run with them:
-        # what publishing a started and a succeeded event per message costs a consumer.
-        publish_rates.append((await ctx.fill(url, n // 2))["rate"])
-        runs["no_events"] = await ctx.run_party(
-            "hopline_consumer",
-            "hopline consumer drain (log level warning, lifecycle events off)",
-            n // 2,
-            amqp_url=url,
-            mode="drain",
-            count=n // 2,
-            concurrency=cfg.concurrency,
-            loop="uvloop",
-            log_level="warning",
-            events=False,
-            **common,
-        )
         result = runs["info"]
         left = await ctx.depth(url, queue)
     ctx.shared["publish_rate"] = max(publish_rates)
