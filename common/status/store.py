@@ -288,7 +288,8 @@ class SqlStatusStore:
         return format_at(now - self._retention)
 
     async def lookup(self, message_id: str, now: datetime) -> MessageStatus | None:
-        rows = await (await self._ready()).fetch(
+        db = await self._ready()
+        rows = await db.fetch(
             "SELECT type, routing_key, accepted_at, copy_of FROM hopline_messages "
             "WHERE message_id = ?1 AND last_at >= ?2",
             (message_id, self._cutoff(now)),
@@ -296,18 +297,18 @@ class SqlStatusStore:
         if not rows:
             return None
         message_type, routing_key, accepted_at, copy_of = rows[0]
-        services = await (await self._ready()).fetch(
+        services = await db.fetch(
             "SELECT service, state, attempt, at, delay_s, result, error_type, error_message, "
             "reason FROM hopline_services WHERE message_id = ?1 ORDER BY service",
             (message_id,),
         )
-        events = await (await self._ready()).fetch(
+        events = await db.fetch(
             "SELECT event, service, attempt, replay, at, error_type, error_message, delay_s, "
             "reason, result, copy_of FROM hopline_events WHERE message_id = ?1 "
             "ORDER BY at, replay, attempt",
             (message_id,),
         )
-        copies = await (await self._ready()).fetch(
+        copies = await db.fetch(
             "SELECT message_id FROM hopline_messages WHERE copy_of = ?1 ORDER BY first_at",
             (message_id,),
         )
