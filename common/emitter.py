@@ -33,7 +33,7 @@ from common.errors import HoplineError
 from common.events import Event, event_routing_key
 from common.logging import get_logger
 from common.settings import HoplineSettings
-from common.tasks import cancel_all
+from common.tasks import cancel_all, close_within
 
 __all__ = ["EventEmitter"]
 
@@ -146,7 +146,7 @@ class EventEmitter:
         await cancel_all(self._tasks)
         self._tasks = []
         if self._connection is not None:
-            await self._connection.close()
+            await close_within(self._connection.close(), "events connection")
             self._connection = None
 
     async def _run(self) -> None:

@@ -27,7 +27,7 @@ from common.events import Event, InvalidEventError
 from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.status.store import StatusStore
-from common.tasks import cancel_all
+from common.tasks import cancel_all, close_within
 from common.topology import core_topology
 
 __all__ = ["Recorder"]
@@ -71,7 +71,7 @@ class Recorder:
         await cancel_all(self._tasks)
         self._tasks = []
         if self._connection is not None:
-            await self._connection.close()
+            await close_within(self._connection.close(), "status recorder connection")
             self._connection = None
 
     async def _consume_until_closed(self) -> None:
