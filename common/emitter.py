@@ -15,6 +15,12 @@ publish never holds up a message's ack or its retry copy). Nothing is dropped si
     buffer over `max_pending`    -> only while events cannot be published at all (`room()`
                                     does not wait then: messages keep flowing): the oldest
                                     event is dropped, counted, and logged as `events.dropped`
+
+Every event gets a sequence number (`emitted` counts them); `confirmed(seq)` waits until
+every event up to `seq` is confirmed. A consumer's acks wait for it (consumer.acks), so a
+consumer killed with events in its buffer has its deliveries redelivered, and their events
+sent again, instead of acked with their events lost. It does not wait while events cannot
+be published at all: a broker that takes no events never holds messages back.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from pamqp.commands import Basic
 
+from common.batch_publish import publish_batch
 from common.connection import connect
 from common.errors import HoplineError
 from common.events import Event, event_routing_key
@@ -45,12 +52,9 @@ _PROPERTIES = Basic.Properties(
 )
 
 
-def _confirmed(result: object) -> bool:
-    return isinstance(result, Basic.Ack)
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
+    seq: int
     routing_key: str
     body: bytes
 
@@ -79,6 +83,9 @@ class EventEmitter:
         self._retry_s = retry_s
         self._buffer: collections.deque[_Pending] = collections.deque()
         self._in_flight = 0
+        self._in_flight_from: list[int] = []  # the first sequence number of each batch
+        self._emitted = 0
+        self._progress = asyncio.Event()  # replaced each time it is set
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -95,6 +102,27 @@ class EventEmitter:
         """Events emitted and not yet confirmed by the broker."""
         return len(self._buffer) + self._in_flight
 
+    @property
+    def emitted(self) -> int:
+        """How many events were emitted so far: the sequence number of the last one."""
+        return self._emitted
+
+    def confirmed_through(self) -> int:
+        """Every event with a sequence number up to this one is confirmed (or was dropped)."""
+        firsts = [self._buffer[0].seq] if self._buffer else []
+        firsts.extend(self._in_flight_from)
+        return min(firsts) - 1 if firsts else self._emitted
+
+    async def confirmed(self, seq: int) -> None:
+        """Wait until every event up to `seq` is confirmed; at once while events cannot be
+        published at all (they stay buffered and are published again)."""
+        while self.confirmed_through() < seq and not self._failing:
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
     def emit(self, event: Event, *, source: str) -> None:
         """Buffer `event` for publishing; never blocks, never raises for the broker."""
         if len(self._buffer) >= self._max_pending:
@@ -106,7 +134,9 @@ class EventEmitter:
                 detail=f"more than {self._max_pending} events waited for the broker; "
                 "the oldest was dropped",
             )
-        self._buffer.append(_Pending(event_routing_key(source, event.event), event.to_json()))
+        self._emitted += 1
+        routing_key = event_routing_key(source, event.event)
+        self._buffer.append(_Pending(self._emitted, routing_key, event.to_json()))
         self._idle.clear()
         self._wakeup.set()
 
@@ -185,53 +215,46 @@ class EventEmitter:
     async def _publish_batch(self, exchange: AbstractExchange) -> bool:
         batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
         self._in_flight += len(batch)
-        timeout_s = self._settings.publish_timeout_s
+        self._in_flight_from.append(batch[0].seq)
         try:
-            # Straight on aiormq's channel: aio-pika's Message and publish wrapper were most
-            # of an event's cost, and events need none of what they add.
             assert self._channel is not None  # opened with the exchange
             raw = await self._channel.get_underlay_channel()
-            results = await asyncio.gather(
-                *(
-                    raw.basic_publish(
-                        item.body,
-                        exchange=exchange.name,
-                        routing_key=item.routing_key,
-                        properties=_PROPERTIES,
-                        timeout=timeout_s,
-                    )
-                    for item in batch
-                ),
-                return_exceptions=True,
+            confirmed = await publish_batch(
+                raw,
+                exchange.name,
+                [(item.routing_key, item.body) for item in batch],
+                _PROPERTIES,
+                self._settings.publish_timeout_s,
             )
+            reason = "refused (nack), or not confirmed in time"
         except Exception as exc:  # the channel is gone: every one is tried again
-            results = [exc] * len(batch)
+            confirmed = [False] * len(batch)
+            reason = f"{type(exc).__name__}: {exc}"
         finally:
             self._in_flight -= len(batch)
-        failed = [
-            item
-            for item, result in zip(batch, results, strict=True)
-            if isinstance(result, BaseException) or not _confirmed(result)
-        ]
+            self._in_flight_from.remove(batch[0].seq)
+        failed = [item for item, ok in zip(batch, confirmed, strict=True) if not ok]
         self.published += len(batch) - len(failed)
+        self._buffer.extendleft(reversed(failed))  # kept, in their order, for the next try
+        self._progressed()
         if not failed:
             if self._failing:
                 self._failing = False
                 _log.warning("events.published_again", waiting=len(self._buffer))
             return True
-        self._buffer.extendleft(reversed(failed))  # kept, in their order, for the next try
-        first = next((r for r in results if isinstance(r, BaseException)), "refused (nack)")
         channel = self._channel
         if channel is not None and channel.is_closed:
             # A new channel next time (the robust connection reconnects by itself).
             self._exchange = self._channel = None
             with contextlib.suppress(Exception):
                 await channel.close()
-        self._failed(f"{type(first).__name__}: {first}")
+        self._failed(reason)
         return False
 
     def _failed(self, reason: str) -> None:
-        self._room.set()  # nobody waits for a broker that does not take events
+        # Nobody waits for a broker that does not take events: neither new handlers (room)
+        # nor acks (confirmed).
+        self._room.set()
         if not self._failing:
             self._failing = True
             _log.warning(
@@ -240,3 +263,4 @@ class EventEmitter:
                 reason=reason,
                 action=f"kept and published again every {self._retry_s:g} s",
             )
+        self._progressed()

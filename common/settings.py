@@ -83,6 +83,13 @@ class HoplineSettings(BaseSettings):
         description="Publish lifecycle events to <prefix>.events (what the status store and "
         "GET /v1/messages/{id} are made of).",
     )
+    events_started_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="A consumer publishes `started` once a handler has run this long; a "
+        "handler done sooner has its start carried by the event that ends the attempt "
+        "(`started_at`), so a fast message costs one event, not two. 0: `started` at once.",
+    )
     max_result_bytes: int = Field(
         4096,
         ge=0,

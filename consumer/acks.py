@@ -6,6 +6,15 @@ go out as one `basic.ack(multiple=True)` for the longest run of consecutive deli
 are all settled, plus a single `basic.ack` for each marked one behind a still-running
 handler. So no message is acked before it was handled, and a slow handler never holds back
 the acks of the others (which would stall the prefetch window).
+
+With lifecycle events on, a flush first waits until the events emitted so far are confirmed
+(`EventGate`, common.emitter): a delivery's events are emitted in the same event-loop turn
+as its mark, so its ack never goes out before its events are safe in the broker. A consumer
+killed with events still in its buffer then leaves their deliveries unacked: the broker
+redelivers them and their events come again, where an early ack lost them for good (the
+status store then said "processing" of a message that had succeeded). The wait is for one
+batch of confirms, off the handler slots; it is no wait at all while events cannot be
+published (common.emitter), so a broker that refuses events never holds messages back.
 """
 
 from __future__ import annotations
@@ -13,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiormq.abc
 
 from common.logging import get_logger
 
-__all__ = ["AckBatcher", "AckWindow"]
+__all__ = ["AckBatcher", "AckWindow", "EventGate"]
 
 _log = get_logger("hopline.consumer")
 
@@ -79,10 +89,20 @@ class AckWindow:
         return upto, singles
 
 
+class EventGate(Protocol):
+    """What acks wait for: the confirms of the lifecycle events emitted so far."""
+
+    @property
+    def emitted(self) -> int: ...
+
+    async def confirmed(self, seq: int) -> None: ...
+
+
 class AckBatcher:
     """Sends the acks of finished deliveries, coalesced per channel and event-loop turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: EventGate | None = None) -> None:
+        self._gate = gate
         self._windows: dict[aiormq.abc.AbstractChannel, AckWindow] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -122,10 +142,14 @@ class AckBatcher:
             await self._flush()
 
     async def _flush(self) -> None:
-        for channel, window in list(self._windows.items()):
-            if not window.marked:
-                continue
-            upto, singles = window.take()
+        plans = [
+            (channel, window.take())
+            for channel, window in list(self._windows.items())
+            if window.marked
+        ]
+        if plans and self._gate is not None:
+            await self._gate.confirmed(self._gate.emitted)
+        for channel, (upto, singles) in plans:
             try:
                 if upto is not None:
                     await channel.basic_ack(upto, multiple=True)
@@ -144,7 +168,8 @@ class AckBatcher:
     async def close(self) -> None:
         """Send what is marked, then stop."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._flushing:  # never cancelled halfway: its taken acks would be lost
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

@@ -102,16 +102,18 @@ class Worker:
         self._connection: AbstractRobustConnection | None = None
         self._topology: Topology | None = None
         self._settler: Settler | None = None
-        self._acks = AckBatcher()
-        self._subscriptions: list[Subscription] = []
-        self._breaker = _breaker(settings)
-        self._pausing: asyncio.Task[None] | None = None
         emitter = (
             EventEmitter(settings, name=f"hopline-consumer {self.consumer_name} events")
             if settings.events_enabled
             else None
         )
-        self._lifecycle = Lifecycle(emitter, self.service, settings.max_result_bytes)
+        self._acks = AckBatcher(gate=emitter)  # acks wait for their events' confirms
+        self._subscriptions: list[Subscription] = []
+        self._breaker = _breaker(settings)
+        self._pausing: asyncio.Task[None] | None = None
+        self._lifecycle = Lifecycle(
+            emitter, self.service, settings.max_result_bytes, settings.events_started_after_s
+        )
         self._dedupe = Dedupe(settings, registry)
         self.ready = asyncio.Event()
 
@@ -588,6 +590,7 @@ class Worker:
             self._probes = None
         await self._acks.close()
         await self._deadlines.close()
+        await self._lifecycle.close()
         if self._lifecycle.emitter is not None:
             await self._lifecycle.emitter.close()
         await self._dedupe.close()

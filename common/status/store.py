@@ -231,9 +231,12 @@ class SqlStatusStore:
         await self._db.close()
 
     async def record(self, events: Sequence[Event]) -> None:
+        # A start carried in `started_at` is recorded as the `started` it stands for.
+        starts = [started for e in events if (started := e.started_event()) is not None]
         # Sorted, so two recorders writing overlapping batches take row locks in one order.
         ordered = sorted(
-            (_storable(e) for e in events), key=lambda e: (e.message_id, e.service, rank(e))
+            (_storable(e) for e in (*events, *starts)),
+            key=lambda e: (e.message_id, e.service, rank(e)),
         )
         messages = [
             (

@@ -45,3 +45,23 @@ def test_aiormq_channels_still_offer_what_the_consumer_calls(name: str) -> None:
         f"aiormq.abc.AbstractChannel.{name} is gone: consumer/subscription.py, "
         "consumer/isolation.py and consumer/acks.py call it on the channel below aio-pika"
     )
+
+
+def test_aiormq_channels_still_have_what_publish_batch_fills_in() -> None:
+    from aiormq.abc import ChannelFrame
+    from aiormq.channel import Channel
+
+    source = inspect.getsource(Channel)
+    for name in ("self.confirmations", "self.delivery_tag", "self.write_queue"):
+        assert name in source, (
+            f"aiormq's Channel no longer has {name}: common/batch_publish.py numbers its "
+            "messages and puts its confirm slots there, as basic_publish does"
+        )
+    assert "max_content_size" in source and isinstance(vars(Channel).get("lock"), property)
+    assert {"payload", "should_close"} <= set(ChannelFrame.__dataclass_fields__)
+    confirm = inspect.getsource(Channel._confirm_delivery)
+    for call in ("done()", "cancelled()", "set_result(", "set_exception("):
+        assert call in confirm, (
+            f"aiormq's Channel._confirm_delivery no longer calls {call}: "
+            "common/batch_publish.py's _Slot answers exactly those"
+        )

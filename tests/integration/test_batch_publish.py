@@ -1,0 +1,71 @@
+"""publish_batch on a real broker: one write for a batch, and a truthful bool per message."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+from aiormq.abc import AbstractChannel
+from pamqp.commands import Basic
+
+from common.batch_publish import publish_batch
+from tests.support.pipeline import drain
+
+EXCHANGE = "test.batch"
+PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
+
+
+@asynccontextmanager
+async def _channel(
+    amqp_url: str, queue_arguments: dict[str, object]
+) -> AsyncIterator[AbstractChannel]:
+    """A confirming channel on a fresh exchange bound to the queue `test.batch`."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        setup = await connection.channel()
+        exchange = await setup.declare_exchange(EXCHANGE, "topic", durable=True)
+        queue = await setup.declare_queue(EXCHANGE, durable=True, arguments=queue_arguments)
+        await queue.bind(exchange, "#")
+        channel = await connection.channel(publisher_confirms=True)
+        yield await channel.get_underlay_channel()
+    finally:
+        await connection.close()
+
+
+async def test_every_message_of_a_batch_arrives_in_order_and_is_confirmed(amqp_url: str) -> None:
+    # Two bodies larger than a frame: they travel split, as aiormq splits them
+    big = b"[" + b"1," * 150_000 + b"1]"
+    messages = [(f"demo.n{n}", f'{{"n":{n}}}'.encode()) for n in range(500)]
+    messages[10] = ("demo.big", big)
+    messages[400] = ("demo.big", big)
+    async with _channel(amqp_url, {}) as channel:
+        confirmed = await publish_batch(channel, EXCHANGE, messages, PROPERTIES, timeout_s=30)
+
+    assert confirmed == [True] * 500
+    received = await drain(amqp_url, EXCHANGE)
+    assert [(m.routing_key, m.body) for m in received] == messages
+    assert {m.content_type for m in received} == {"application/json"}
+
+
+async def test_messages_the_broker_refuses_are_reported_unconfirmed(amqp_url: str) -> None:
+    full_after_three = {"x-max-length": 3, "x-overflow": "reject-publish"}
+    async with _channel(amqp_url, full_after_three) as channel:
+        messages = [("demo.x", b"%d" % n) for n in range(5)]
+        confirmed = await publish_batch(channel, EXCHANGE, messages, PROPERTIES, timeout_s=30)
+        # The channel is still usable afterwards: a nack does not close it
+        again = await publish_batch(channel, EXCHANGE, messages[:1], PROPERTIES, timeout_s=30)
+
+    assert confirmed == [True, True, True, False, False]
+    assert again == [False]
+    assert [m.body for m in await drain(amqp_url, EXCHANGE)] == [b"0", b"1", b"2"]
+
+
+async def test_a_channel_the_broker_closes_reports_the_batch_unconfirmed(amqp_url: str) -> None:
+    async with _channel(amqp_url, {}) as channel:
+        # Publishing to an exchange that does not exist: the broker closes the channel (404)
+        messages = [("demo.x", b"1"), ("demo.y", b"2")]
+        confirmed = await publish_batch(channel, "test.nowhere", messages, PROPERTIES, 30)
+        assert channel.is_closed
+
+    assert confirmed == [False, False]
