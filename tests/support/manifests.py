@@ -1,5 +1,6 @@
-"""deploy/ as the static tests read it: the kustomization's documents (validated offline
-against Kubernetes' and the CRDs' schemas) and the compose file."""
+"""deploy/ as the static tests read it: the kustomization's documents, the compose file, and
+what Kubernetes would make of their NetworkPolicies, offline (no cluster, no Docker engine).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ __all__ = [
     "K8S",
     "by_kind",
     "compose",
+    "container_env",
+    "egress_allows",
     "kustomization",
     "manifests",
     "validate",
@@ -62,3 +65,57 @@ def validate(document: dict[str, Any]) -> None:
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     return loaded
+
+
+def container_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's `env`, by variable name."""
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) matches `labels`."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        value = labels.get(expression["key"])
+        operator = expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and present and value in expression["values"]:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def _rule_allows_port(rule: dict[str, Any], port: int) -> bool:
+    ports = rule.get("ports")
+    if not ports:
+        return True  # no ports listed: every port
+    return any(
+        p.get("protocol", "TCP") == "TCP"
+        and (p.get("port") is None or p["port"] <= port <= p.get("endPort", p["port"]))
+        for p in ports
+    )
+
+
+def egress_allows(policies: list[dict[str, Any]], labels: dict[str, str], port: int) -> bool:
+    """Whether a pod with `labels` may open a TCP connection to `port` somewhere, as
+    Kubernetes reads NetworkPolicies: a pod no Egress policy selects may go anywhere; a
+    selected one only where one of those policies' rules lets it (rules add up)."""
+    selecting = [
+        policy
+        for policy in policies
+        if "Egress" in policy["spec"].get("policyTypes", [])
+        and _selects(policy["spec"]["podSelector"], labels)
+    ]
+    if not selecting:
+        return True
+    return any(
+        _rule_allows_port(rule, port)
+        for policy in selecting
+        for rule in policy["spec"].get("egress", [])
+    )

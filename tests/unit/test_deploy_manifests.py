@@ -175,7 +175,7 @@ def test_compose_monitoring_is_an_optional_profile() -> None:
 
 def test_compose_holds_no_literal_password() -> None:
     text = (DEPLOY / "compose.yaml").read_text()
-    for match in re.finditer(r"(PASSWORD[A-Z_]*|amqp://[^:]+):\s*(\S+)", text):
+    for match in re.finditer(r"(PASSWORD[A-Z_]*|(?:amqp|postgresql)://[^:]+):\s*(\S+)", text):
         assert match[2].startswith(("${", '"${')), match[0]
 
 
