@@ -14,76 +14,49 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-K8S = DEPLOY / "k8s"
-KUBERNETES_VERSION = "1.31"
-_CRD_SCHEMAS = {
-    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmqcluster-rabbitmq.com-v1beta1.json",
-    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
-}
-
-
-def _kustomization() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return loaded
-
-
-def _manifests() -> list[tuple[str, dict[str, Any]]]:
-    documents = []
-    for name in _kustomization()["resources"]:
-        for document in yaml.safe_load_all((K8S / name).read_text()):
-            if document:
-                documents.append((name, document))
-    return documents
-
-
-def _by_kind(kind: str) -> list[dict[str, Any]]:
-    return [document for _, document in _manifests() if document["kind"] == kind]
-
-
-def _validate(document: dict[str, Any]) -> None:
-    key = (document["apiVersion"], document["kind"])
-    if key in _CRD_SCHEMAS:
-        schema = json.loads((K8S / "schemas" / _CRD_SCHEMAS[key]).read_text())
-        jsonschema.Draft202012Validator(schema).validate(document)
-    else:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
-
+from tests.support.manifests import (
+    DEPLOY,
+    K8S,
+    by_kind,
+    compose,
+    kustomization,
+    manifests,
+    validate,
+)
 
 # --- Kubernetes -------------------------------------------------------------------------
 
 
 def test_every_resource_file_of_the_kustomization_exists() -> None:
-    missing = [name for name in _kustomization()["resources"] if not (K8S / name).is_file()]
+    missing = [name for name in kustomization()["resources"] if not (K8S / name).is_file()]
     assert missing == []
 
 
 @pytest.mark.parametrize(
     "name, document",
-    _manifests(),
-    ids=[f"{name}:{doc['kind']}/{doc['metadata']['name']}" for name, doc in _manifests()],
+    manifests(),
+    ids=[f"{name}:{doc['kind']}/{doc['metadata']['name']}" for name, doc in manifests()],
 )
 def test_manifest_is_valid_against_its_schema(name: str, document: dict[str, Any]) -> None:
-    _validate(document)
+    validate(document)
 
 
 def test_a_typo_in_a_manifest_is_caught() -> None:
     """The validation is strict: an unknown field fails, for core kinds and for CRDs."""
-    deployment = _by_kind("Deployment")[0]
+    deployment = by_kind("Deployment")[0]
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["replica"] = 3
     with pytest.raises(kubernetes_validate.ValidationError):
-        _validate(broken)
-    scaled = json.loads(json.dumps(_by_kind("ScaledObject")[0]))
+        validate(broken)
+    scaled = json.loads(json.dumps(by_kind("ScaledObject")[0]))
     scaled["spec"]["maxReplicas"] = 3
     with pytest.raises(jsonschema.ValidationError):
-        _validate(scaled)
+        validate(scaled)
 
 
 def test_the_rabbitmq_cluster_has_three_nodes_and_loads_the_definitions() -> None:
-    (cluster,) = _by_kind("RabbitmqCluster")
+    (cluster,) = by_kind("RabbitmqCluster")
     spec = cluster["spec"]
     assert spec["replicas"] == 3
     assert "load_definitions" in spec["rabbitmq"]["additionalConfig"] or (
@@ -91,7 +64,7 @@ def test_the_rabbitmq_cluster_has_three_nodes_and_loads_the_definitions() -> Non
     )
     template = spec["override"]["statefulSet"]["spec"]["template"]
     # The override is a partial pod template: validate it as one.
-    _validate(
+    validate(
         {
             "apiVersion": "v1",
             "kind": "PodTemplate",
@@ -100,13 +73,13 @@ def test_the_rabbitmq_cluster_has_three_nodes_and_loads_the_definitions() -> Non
         }
     )
     secrets = [v["secret"]["secretName"] for v in template["spec"]["volumes"]]
-    generated = {g["name"] for g in _kustomization()["secretGenerator"]}
+    generated = {g["name"] for g in kustomization()["secretGenerator"]}
     assert set(secrets) <= generated
 
 
 def test_the_consumer_scales_on_every_priority_queue_high_first() -> None:
-    (scaled,) = _by_kind("ScaledObject")
-    (consumer,) = [d for d in _by_kind("Deployment") if "consumer" in d["metadata"]["name"]]
+    (scaled,) = by_kind("ScaledObject")
+    (consumer,) = [d for d in by_kind("Deployment") if "consumer" in d["metadata"]["name"]]
     assert scaled["spec"]["scaleTargetRef"]["name"] == consumer["metadata"]["name"]
     targets = {
         trigger["metadata"]["queueName"]: int(trigger["metadata"]["value"])
@@ -119,19 +92,19 @@ def test_the_consumer_scales_on_every_priority_queue_high_first() -> None:
 
 
 def test_producer_has_a_service_and_a_disruption_budget() -> None:
-    (producer,) = [d for d in _by_kind("Deployment") if "producer" in d["metadata"]["name"]]
+    (producer,) = [d for d in by_kind("Deployment") if "producer" in d["metadata"]["name"]]
     labels = producer["spec"]["template"]["metadata"]["labels"]
-    (service,) = [s for s in _by_kind("Service") if "producer" in s["metadata"]["name"]]
-    (budget,) = _by_kind("PodDisruptionBudget")
+    (service,) = [s for s in by_kind("Service") if "producer" in s["metadata"]["name"]]
+    (budget,) = by_kind("PodDisruptionBudget")
     for selector in (service["spec"]["selector"], budget["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
     assert producer["spec"]["replicas"] > budget["spec"]["minAvailable"]
 
 
 def test_pods_run_unprivileged_and_read_settings_from_configmap_and_secret() -> None:
-    (configmap,) = _by_kind("ConfigMap")
-    generated = {g["name"] for g in _kustomization()["secretGenerator"]}
-    for deployment in _by_kind("Deployment"):
+    (configmap,) = by_kind("ConfigMap")
+    generated = {g["name"] for g in kustomization()["secretGenerator"]}
+    for deployment in by_kind("Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for container in pod["containers"]:
@@ -147,7 +120,7 @@ def test_pods_run_unprivileged_and_read_settings_from_configmap_and_secret() -> 
 
 
 def test_network_policies_deny_by_default_and_open_only_the_api_and_amqp() -> None:
-    policies = {p["metadata"]["name"]: p for p in _by_kind("NetworkPolicy")}
+    policies = {p["metadata"]["name"]: p for p in by_kind("NetworkPolicy")}
     deny = policies["default-deny-ingress"]["spec"]
     assert deny["podSelector"] == {} and "ingress" not in deny
     producer_ports = [
@@ -161,13 +134,8 @@ def test_network_policies_deny_by_default_and_open_only_the_api_and_amqp() -> No
 # --- compose ----------------------------------------------------------------------------
 
 
-def _compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    return loaded
-
-
 def test_compose_runs_rabbitmq_with_its_config_and_definitions() -> None:
-    services = _compose()["services"]
+    services = compose()["services"]
     rabbitmq = services["rabbitmq"]
     assert re.fullmatch(r"rabbitmq:4\.\d+-management", rabbitmq["image"])
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in rabbitmq["volumes"]}
@@ -184,7 +152,7 @@ def test_compose_runs_rabbitmq_with_its_config_and_definitions() -> None:
 
 
 def test_compose_runs_a_producer_and_two_consumers_as_their_own_broker_users() -> None:
-    services = _compose()["services"]
+    services = compose()["services"]
     assert services["producer"]["command"] == ["producer"]
     assert services["consumer"]["command"] == ["consumer"]
     assert services["consumer"]["deploy"]["replicas"] == 2
@@ -197,7 +165,7 @@ def test_compose_runs_a_producer_and_two_consumers_as_their_own_broker_users() -
 
 
 def test_compose_monitoring_is_an_optional_profile() -> None:
-    services = _compose()["services"]
+    services = compose()["services"]
     for name in ("prometheus", "grafana"):
         assert services[name]["profiles"] == ["monitoring"]
     for name in ("rabbitmq", "producer", "consumer"):
@@ -207,7 +175,7 @@ def test_compose_monitoring_is_an_optional_profile() -> None:
 
 def test_compose_holds_no_literal_password() -> None:
     text = (DEPLOY / "compose.yaml").read_text()
-    for match in re.finditer(r"(PASSWORD[A-Z_]*|amqp://[^:]+):\s*(\S+)", text):
+    for match in re.finditer(r"(PASSWORD[A-Z_]*|(?:amqp|postgresql)://[^:]+):\s*(\S+)", text):
         assert match[2].startswith(("${", '"${')), match[0]
 
 
@@ -266,11 +234,11 @@ def test_dockerfile_copies_only_files_that_exist() -> None:
 
 def test_the_shipped_deployments_require_ingestion_keys() -> None:
     # compose: the producer does not start without HOPLINE_API_KEYS from deploy/.env
-    producer = _compose()["services"]["producer"]["environment"]
+    producer = compose()["services"]["producer"]["environment"]
     assert producer["HOPLINE_API_KEYS"].startswith("${HOPLINE_API_KEYS:?")
     assert "HOPLINE_INGESTION_OPEN" not in producer
     # k8s: the keys come from the secret, and nothing opens ingestion
-    [deployment] = [d for d in _by_kind("Deployment") if d["metadata"]["name"].endswith("producer")]
+    [deployment] = [d for d in by_kind("Deployment") if d["metadata"]["name"].endswith("producer")]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
     assert env["HOPLINE_API_KEYS"]["valueFrom"]["secretKeyRef"]["key"] == "HOPLINE_API_KEYS"
@@ -280,7 +248,7 @@ def test_the_shipped_deployments_require_ingestion_keys() -> None:
 
 def test_the_admin_api_runs_apart_as_the_operator_with_its_own_archive_volume() -> None:
     # compose: the ingestion producer has no admin surface; the admin process is the operator
-    services = _compose()["services"]
+    services = compose()["services"]
     assert services["producer"]["environment"]["HOPLINE_SERVE"] == "ingestion"
     assert "HOPLINE_ADMIN_TOKEN" not in services["producer"]["environment"]
     admin = services["admin"]["environment"]
@@ -289,7 +257,7 @@ def test_the_admin_api_runs_apart_as_the_operator_with_its_own_archive_volume() 
     assert "admin-archive:/var/lib/hopline/archive" in services["admin"]["volumes"]
     assert services["admin"]["read_only"] is True
     # k8s: the same, with a persistent volume for the archive
-    (deployment,) = [d for d in _by_kind("Deployment") if d["metadata"]["name"] == "hopline-admin"]
+    (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "hopline-admin"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
     assert env["HOPLINE_SERVE"]["value"] == "admin"
@@ -298,9 +266,9 @@ def test_the_admin_api_runs_apart_as_the_operator_with_its_own_archive_volume() 
     )
     mount = container["volumeMounts"][0]["mountPath"]
     assert env["HOPLINE_ARCHIVE_DIR"]["value"] == mount
-    assert _by_kind("PersistentVolumeClaim")
+    assert by_kind("PersistentVolumeClaim")
 
 
 def test_grafana_has_no_fallback_password() -> None:
-    grafana = _compose()["services"]["grafana"]["environment"]
+    grafana = compose()["services"]["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
