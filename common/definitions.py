@@ -4,7 +4,8 @@ The definitions may also carry one broker user per role with least privilege
 (`role_permissions`): RabbitMQ checks configure/write/read per resource name, so each role
 gets anchored regexes listing exactly the names it needs, never a prefix wildcard.
 
-- producer: write `<prefix>.ingress` and `<prefix>.events`; read `<prefix>.status` (the
+- producer: write `<prefix>.ingress` and `<prefix>.events`; read `<prefix>.status` and the
+  recorder's copies `<prefix>.status.unroutable` and `<prefix>.status.dead-letters` (the
   status recorder runs in the producer);
 - consumer-<service>: read its own work queues; write the retry, requeue, dlx and events
   exchanges;
@@ -110,7 +111,10 @@ def role_permissions(
 
     `core` is what the producer declares, each service topology what its consumer declares.
     """
-    recorder = Rights(read=frozenset({names.status}))  # its queue is in `core`
+    # Its queues are in `core`; it also publishes the events of its broker watch.
+    recorder = Rights(
+        read=frozenset({names.status, names.status_unroutable, names.status_dead_letters})
+    )
     roles = {
         "producer": Rights(write=frozenset({names.ingress, names.delay, names.events}))
         | declaration_rights(core)

@@ -45,6 +45,7 @@ __all__ = [
     "level_ttl_ms",
     "levels_of",
     "publish_route",
+    "scheduled_target",
     "seconds_until",
     "whole_seconds",
 ]
@@ -100,6 +101,16 @@ def delay_routing_key(delay_s: float, target: str) -> str:
             f"{len(bits) + 1} characters it exceeds AMQP's {_MAX_ROUTING_KEY_BYTES} bytes"
         )
     return key
+
+
+def scheduled_target(routing_key: str) -> str:
+    """What a delayed key is routed by when it is due (`0.….0.1.high.x` -> `high.x`); any
+    other key as it is. A delay exchange's alternate sends a key no service binds to the
+    unroutable queue with its bit words still in front."""
+    words = routing_key.split(".", DELAY_LEVELS)
+    if len(words) > DELAY_LEVELS and all(word in ("0", "1") for word in words[:DELAY_LEVELS]):
+        return words[DELAY_LEVELS]
+    return routing_key
 
 
 def level_ttl_ms(level: int) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "bounded",
     "bounded_tail",
     "read_attempt",
+    "read_replay_count",
 ]
 
 RESERVED_PREFIX = "x-hopline-"
@@ -84,3 +85,12 @@ def read_attempt(headers: Mapping[str, Any] | None) -> int:
     except (TypeError, ValueError, OverflowError):
         return 1
     return max(attempt, 1)
+
+
+def read_replay_count(headers: Mapping[str, Any] | None) -> int:
+    """How many times an operator replayed the message; absent or unreadable means 0."""
+    raw: Any = (headers or {}).get(REPLAY_COUNT)
+    try:
+        return max(int(raw), 0) if raw is not None else 0
+    except (TypeError, ValueError, OverflowError):
+        return 0

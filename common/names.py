@@ -141,6 +141,19 @@ class Names:
         """The status recorder's queue: every lifecycle event, waiting to be recorded."""
         return f"{self.prefix}.status"
 
+    @property
+    def status_unroutable(self) -> str:
+        """The status recorder's own copy of each unroutable message (a second queue behind
+        the unroutable fanout), from which it says `unroutable`; the operators' queue keeps
+        the message itself."""
+        return f"{self.status}.unroutable"
+
+    @property
+    def status_dead_letters(self) -> str:
+        """The status recorder's own copy of what reaches the dead-letter exchange (bound per
+        service), from which it says `quarantined` for the broker's delivery-limit deaths."""
+        return f"{self.status}.dead-letters"
+
     def legacy_retry_queue(self, delay_s: float) -> str:
         """A retry tier queue of a version before the delay levels (e.g. `hopline.retry.5s`)."""
         return f"{self.legacy_retry}.{format_delay(delay_s)}"

@@ -161,7 +161,8 @@ def _work_queue_arguments(settings: HoplineSettings, service: str) -> Arguments:
 
 def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RELEASE) -> Topology:
     """What exists once per prefix, whatever services run: ingress, unroutable, the delay
-    levels, requeue, dlx, events, and the status recorder's queue bound to every event
+    levels, requeue, dlx, events, the status recorder's copies of what the broker routes
+    alone, and the status recorder's queue bound to every event
     (declared by everyone, so no event is routed nowhere before the first recorder starts;
     kept like quarantine: a deployment that runs no recorder turns events off,
     HOPLINE_EVENTS_ENABLED=false)."""
@@ -189,8 +190,37 @@ def core_topology(settings: HoplineSettings, version: BrokerVersion = CURRENT_RE
         )
     )
     bindings.append(BindingSpec(names.events, names.status, "#"))
-    delays = _delay_topology(settings, version)
-    return Topology(tuple(exchanges), tuple(queues), tuple(bindings)) + delays
+    core = Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+    return core + _broker_fate_topology(settings, version) + _delay_topology(settings, version)
+
+
+def _broker_fate_topology(settings: HoplineSettings, version: BrokerVersion) -> Topology:
+    """The status recorder's copies of what the broker routes alone, where no consumer
+    could say what happened: every unroutable message, and what reaches the dead-letter
+    exchange (bound per service in `service_topology`; the recorder keeps only the
+    delivery-limit deaths). Both fanned out by the broker, so the operators' queues keep
+    every message. Kept like `status`; declared only while events are on, since with events
+    off the recorder does not read them and copies would pile up unread.
+    """
+    if not settings.events_enabled:
+        return Topology()
+    names = settings.names
+    kept = _kept_forever_arguments(settings, version)
+    queues = (
+        QueueSpec(
+            names.status_unroutable,
+            kept,
+            f"copies of unroutable messages: the status recorder says `unroutable` for each "
+            f"(the messages themselves stay in {names.unroutable})",
+        ),
+        QueueSpec(
+            names.status_dead_letters,
+            kept,
+            "copies of dead-lettered messages: the status recorder says `quarantined` for the "
+            "broker's delivery-limit deaths (the messages themselves are in quarantine)",
+        ),
+    )
+    return Topology((), queues, (BindingSpec(names.unroutable, names.status_unroutable),))
 
 
 def _delay_topology(settings: HoplineSettings, version: BrokerVersion) -> Topology:
@@ -270,4 +300,7 @@ def service_topology(
         )
     )
     bindings.append(BindingSpec(names.dlx, quarantine, service))
+    if settings.events_enabled:
+        # The recorder's copy: nobody else sees the broker quarantine a crash-looping message.
+        bindings.append(BindingSpec(names.dlx, names.status_dead_letters, service))
     return core_topology(settings, version) + Topology((), tuple(queues), tuple(bindings))

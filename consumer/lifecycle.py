@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from common.emitter import EventEmitter
 from common.envelope import original_routing_key
 from common.events import Event, EventName, bounded_result
-from common.headers import REPLAY_COUNT
+from common.headers import read_replay_count
 from common.tasks import cancel_all
 from consumer.delivery import Delivery
 from consumer.policy import Ack, Decision, Outcome, Quarantine, Retry
@@ -183,15 +183,7 @@ class Lifecycle:
             routing_key=original_routing_key(delivery),
             attempt=attempt,
             at=at or datetime.now(UTC),
-            replay=_replay_count(delivery),
+            replay=read_replay_count(delivery.headers),
             **fields,  # type: ignore[arg-type]
         )
         self.emitter.emit(event, source=self._service)
-
-
-def _replay_count(delivery: Delivery) -> int:
-    raw = (delivery.headers or {}).get(REPLAY_COUNT)
-    try:
-        return max(int(raw), 0) if raw is not None else 0
-    except (TypeError, ValueError):
-        return 0

@@ -48,7 +48,9 @@ class ServiceStatusOut(BaseModel):
     result: JsonValue = Field(None, description="What the handler returned (when succeeded).")
     error_type: str | None = None
     error_message: str | None = None
-    reason: str | None = Field(None, description="Why it was quarantined.")
+    reason: str | None = Field(
+        None, description="Why it was quarantined, or why it is unroutable and where it is kept."
+    )
     attempts: list[AttemptOut]
 
 
@@ -63,7 +65,8 @@ class MessageStatusOut(BaseModel):
     copies: list[str] = Field(description="Edited copies made of this message.")
     services: dict[str, ServiceStatusOut] = Field(
         description="Per consuming service that has seen it; empty while it waits for its "
-        "first delivery."
+        "first delivery. `producer` in state `unroutable`: no binding matched its routing key, "
+        "so no service will see it (it is kept in the unroutable queue)."
     )
     timeline: list[TimelineEntryOut]
 

@@ -18,7 +18,13 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from common import headers as h
 
-__all__ = ["PROPERTY_NAMES", "FailedMessage", "failed_from_delivery", "parse_time"]
+__all__ = [
+    "PROPERTY_NAMES",
+    "FailedMessage",
+    "failed_from_delivery",
+    "latest_death",
+    "parse_time",
+]
 
 PROPERTY_NAMES = (
     "content_type",
@@ -106,7 +112,8 @@ def _digest_id(body: bytes, routing_key: str) -> str:
     return "sha-" + hashlib.sha256(routing_key.encode() + b"\0" + body).hexdigest()[:16]
 
 
-def _first_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+def latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The broker's newest `x-death` entry (it keeps the newest first), or `{}`."""
     deaths = headers.get("x-death")
     if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
         return deaths[0]
@@ -115,7 +122,7 @@ def _first_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def failed_from_delivery(incoming: AbstractIncomingMessage) -> FailedMessage:
     headers: Mapping[str, Any] = incoming.headers or {}
-    death = _first_death(headers)
+    death = latest_death(headers)
     death_queue = _text(death.get("queue")) or None
     routing_key = (
         _text(headers.get(h.ROUTING_KEY))

@@ -10,6 +10,10 @@ and recording one twice changes nothing (common.status.states).
 
 An event that cannot be read at all is logged as `status.invalid_event` with its body's
 start and acked: it would never become readable by waiting.
+
+With events on, the recorder also keeps the broker watch (common.status.watch): it says
+`unroutable` and delivery-limit `quarantined` for messages no hopline process saw end,
+since the recorder is the one process every deployment with a status store runs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from common.events import Event, InvalidEventError
 from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.status.store import StatusStore
+from common.status.watch import BrokerWatch
 from common.tasks import cancel_all, close_within
 from common.topology import core_topology
 
@@ -58,6 +63,7 @@ class Recorder:
         self._connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.recorded = 0
+        self.watch = BrokerWatch(settings, retry_s=retry_s) if settings.events_enabled else None
 
     async def start(self) -> None:
         """Connect and consume in the background (a broker that is away is waited for)."""
@@ -95,6 +101,8 @@ class Recorder:
                 spec.name, durable=True, arguments=dict(spec.argument_items)
             )
             await queue.consume(self._arrived)
+            if self.watch is not None:
+                await self.watch.attach(connection, topology)
         except BaseException:
             await connection.close()
             raise

@@ -15,6 +15,9 @@ rank ordered by, in turn:
                       │                                  └─► quarantined ──► discarded
                       └──────────────────────────────────────────┘   └─► accepted (replayed)
 
+    unroutable (phase 0): no binding matched the routing key; recorded for `producer`, the
+    side that took it in, since no consuming service ever sees the message
+
 A duplicate has the same rank and changes nothing.
 """
 
@@ -53,8 +56,10 @@ _STATE: dict[str, ServiceState] = {
     "quarantined": "quarantined",
     "discarded": "discarded",
 }
-# Events about the message as a whole, not about a consuming service.
-_MESSAGE_EVENTS = frozenset({"accepted", "unroutable"})
+# Events about the message as a whole, not about a consuming service. `unroutable` is not
+# one of them: no service will ever see the message, so it is the state of the event's
+# `service`, `producer` (common.status.broker_fates), and a lookup shows where it is kept.
+_MESSAGE_EVENTS = frozenset({"accepted"})
 
 
 def format_at(at: datetime) -> str:
@@ -72,5 +77,5 @@ def state_of(event: Event) -> ServiceState:
 
 
 def is_service_event(event: Event) -> bool:
-    """Whether the event moves a consuming service's state (not `accepted`, `unroutable`)."""
+    """Whether the event moves a state per service (everything but `accepted`)."""
     return event.event not in _MESSAGE_EVENTS

@@ -28,6 +28,7 @@ from tests.support.pipeline import (
     publish_raw,
     queue_depth,
     running_worker,
+    status_once,
 )
 from tests.support.wait import wait_until
 
@@ -52,20 +53,7 @@ async def _status_once(
     client: httpx.AsyncClient, message_id: str, state: str, *, events: int = 0
 ) -> dict[str, Any]:
     """The status once service `demo` is in `state` (and at least `events` are recorded)."""
-
-    async def reached() -> dict[str, Any] | None:
-        answer = await client.get(f"/v1/messages/{message_id}")
-        if answer.status_code != 200:
-            return None
-        body: dict[str, Any] = answer.json()
-        demo = body["services"].get("demo")
-        done = demo is not None and demo["state"] == state and len(body["timeline"]) >= events
-        return body if done else None
-
-    found: dict[str, Any] = await wait_until(
-        reached, timeout_s=20, message=f"{message_id} never reached {state}"
-    )
-    return found
+    return await status_once(client, message_id, "demo", state, events=events)
 
 
 async def test_a_message_s_timeline_runs_from_accepted_through_a_retry_to_succeeded(

@@ -16,6 +16,7 @@ from consumer.settings import ConsumerSettings
 from consumer.worker import Worker
 from producer.app import create_app
 from producer.settings import ProducerSettings
+from producer.status import ProducerStatus
 from tests.support.wait import wait_until
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "publish_raw",
     "queue_depth",
     "running_worker",
+    "status_once",
 ]
 
 # Short tiers keep retry tests quick; the tier names become `hopline.retry.200ms` etc.
@@ -66,10 +68,11 @@ async def running_worker(settings: ConsumerSettings, registry: Registry) -> Asyn
 
 @asynccontextmanager
 async def producer_client(
-    settings: ProducerSettings, *, wait_ready: bool = True
+    settings: ProducerSettings, *, wait_ready: bool = True, status: ProducerStatus | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app, its lifespan running, behind an in-process HTTP client."""
-    app = create_app(settings)
+    """The real app, its lifespan running, behind an in-process HTTP client; `status` to
+    look at its recorder (default: made from `settings`)."""
+    app = create_app(settings, status=status)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://producer") as client:
@@ -127,3 +130,24 @@ async def publish_raw(
         await target.publish(message, routing_key)
     finally:
         await connection.close()
+
+
+async def status_once(
+    client: httpx.AsyncClient, message_id: str, service: str, state: str, *, events: int = 0
+) -> dict[str, Any]:
+    """GET /v1/messages/{id} once `service` is in `state` (and at least `events` are on its
+    timeline); fails when that does not happen within 20 s."""
+
+    async def reached() -> dict[str, Any] | None:
+        answer = await client.get(f"/v1/messages/{message_id}")
+        if answer.status_code != 200:
+            return None
+        body: dict[str, Any] = answer.json()
+        found = body["services"].get(service)
+        done = found is not None and found["state"] == state and len(body["timeline"]) >= events
+        return body if done else None
+
+    found: dict[str, Any] = await wait_until(
+        reached, timeout_s=20, message=f"{message_id} never reached {service}: {state}"
+    )
+    return found

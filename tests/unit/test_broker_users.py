@@ -59,6 +59,7 @@ def test_the_producer_may_publish_only_to_ingress_and_delay_of_the_exchanges_it_
 
     assert {NAMES.ingress, NAMES.delay, NAMES.events} <= producer.write
     assert NAMES.status in producer.read  # the status recorder runs in the producer
+    assert {NAMES.status_unroutable, NAMES.status_dead_letters} <= producer.read  # its watch
     assert NAMES.dlx not in producer.write
     service_queues = {NAMES.work_queue("demo", "high"), NAMES.quarantine("demo")}
     assert not service_queues & (producer.read | producer.write | producer.configure)
@@ -70,6 +71,7 @@ def test_a_consumer_reads_only_its_own_work_queues(roles: dict[str, Rights]) -> 
     assert {NAMES.work_queue("demo", p) for p in SETTINGS.priorities} <= demo.read
     assert {NAMES.delay, NAMES.requeue, NAMES.dlx, NAMES.events} <= demo.write
     assert NAMES.quarantine("demo") not in demo.read
+    assert NAMES.status_dead_letters not in demo.read  # it only binds it, for the recorder
     assert NAMES.ingress not in demo.write
     assert not any("billing" in name for name in demo.read | demo.write | demo.configure)
 

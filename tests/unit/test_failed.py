@@ -8,38 +8,21 @@ broker's `x-death` is the latest word, and the headers an earlier retry left are
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common import headers as h
 from common.quarantine.failed import FailedMessage, failed_from_delivery
+from tests.support.incoming import incoming
 
 DIED_AT = datetime(2026, 11, 29, 12, 0, 5, tzinfo=UTC)
 WORK_QUEUE = "hopline.orders.normal"
 
 
 def _delivery(headers: dict[str, Any]) -> AbstractIncomingMessage:
-    return cast(
-        AbstractIncomingMessage,
-        SimpleNamespace(
-            body=b'{"n": 1}',
-            headers=headers,
-            routing_key="orders",
-            message_id="m-1",
-            timestamp=None,
-            type="orders.created",
-            content_type="application/json",
-            content_encoding=None,
-            correlation_id=None,
-            reply_to=None,
-            app_id=None,
-            priority=None,
-            delivery_tag=7,
-        ),
-    )
+    return incoming(headers)
 
 
 def _death(reason: str, at: datetime = DIED_AT) -> dict[str, Any]:

@@ -191,6 +191,9 @@ def test_default_names_follow_the_design() -> None:
     assert names.delay_due == "hopline.delay.due"
     assert names.requeue == "hopline.requeue"
     assert names.dlx == "hopline.dlx"
+    assert names.status == "hopline.status"
+    assert names.status_unroutable == "hopline.status.unroutable"
+    assert names.status_dead_letters == "hopline.status.dead-letters"
     assert names.legacy_retry == "hopline.retry"
     assert names.legacy_retry_queue(5) == "hopline.retry.5s"
     assert names.legacy_retry_queue(120) == "hopline.retry.2m"
@@ -209,6 +212,9 @@ def test_names_use_the_configured_prefix_everywhere() -> None:
         names.delay_due,
         names.requeue,
         names.dlx,
+        names.status,
+        names.status_unroutable,
+        names.status_dead_letters,
         names.legacy_retry_queue(1),
         names.work_queue("orders", "low"),
         names.quarantine("orders"),
@@ -234,6 +240,8 @@ def test_names_are_frozen_values() -> None:
         ("hopline.unroutable", True),
         ("hopline.orders.high", False),  # a work queue: an import must not inject work
         ("hopline.retry.1s", False),
+        ("hopline.status.unroutable", False),  # the recorder's copies, not the operators'
+        ("hopline.status.dead-letters", False),
         ("other.orders.quarantine", False),
         ("hopline.a.b.quarantine", False),
         ("hopline..quarantine", False),

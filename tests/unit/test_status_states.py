@@ -57,6 +57,7 @@ def test_a_duplicate_has_the_same_rank() -> None:
         ("discarded", "discarded"),
         ("replayed", "accepted"),
         ("copied", "accepted"),
+        ("unroutable", "unroutable"),
     ],
 )
 def test_states_people_read(name: str, state: str) -> None:
@@ -66,6 +67,10 @@ def test_states_people_read(name: str, state: str) -> None:
 def test_accepted_is_about_the_message_not_a_service() -> None:
     assert not is_service_event(event("accepted"))
     assert is_service_event(event("started"))
+
+
+def test_unroutable_is_a_state_so_a_lookup_shows_where_the_message_is_kept() -> None:
+    assert is_service_event(event("unroutable", service="producer"))
 
 
 def test_an_event_survives_its_json_form() -> None:

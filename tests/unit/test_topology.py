@@ -98,6 +98,8 @@ def test_core_topology_has_28_delay_levels_and_no_retry_tiers(settings: HoplineS
     assert [q.name for q in topology.queues] == [
         "hopline.unroutable",
         "hopline.status",
+        "hopline.status.unroutable",
+        "hopline.status.dead-letters",
         *(f"hopline.delay.{n}" for n in reversed(range(28))),
     ]
     assert not any("retry" in spec.name for spec in (*topology.queues, *topology.exchanges))
@@ -156,7 +158,12 @@ def test_queues_kept_forever_have_no_ttl_and_no_delivery_limit(
 ) -> None:
     topology = service_topology(settings, "orders", ["orders.created"], version)
 
-    for name in ("hopline.unroutable", "hopline.orders.quarantine"):
+    for name in (
+        "hopline.unroutable",
+        "hopline.orders.quarantine",
+        "hopline.status.unroutable",  # a requeued copy must never be dead-lettered away
+        "hopline.status.dead-letters",
+    ):
         arguments = queue_args(topology, name)
         assert arguments["x-queue-type"] == "quorum"
         assert "x-message-ttl" not in arguments
@@ -351,3 +358,36 @@ def test_every_lifecycle_event_waits_in_the_status_queue_kept_like_quarantine(
     status = arguments_of(topology.queue("hopline.status"))
     assert status == arguments_of(topology.queue("hopline.unroutable"))
     assert "x-message-ttl" not in status and "x-max-length" not in status
+
+
+def test_the_recorder_gets_a_copy_of_every_unroutable_message_beside_the_operators_queue(
+    settings: HoplineSettings,
+) -> None:
+    topology = core_topology(settings)
+
+    # a fanout copies to both: the operators' queue keeps its message
+    assert BindingSpec("hopline.unroutable", "hopline.unroutable") in topology.bindings
+    assert BindingSpec("hopline.unroutable", "hopline.status.unroutable") in topology.bindings
+
+
+def test_the_recorder_gets_a_copy_of_what_each_service_dead_letters(
+    settings: HoplineSettings,
+) -> None:
+    topology = service_topology(settings, "orders", ["orders.created"])
+
+    dlx = {b for b in topology.bindings if b.source == "hopline.dlx"}
+    assert dlx == {
+        BindingSpec("hopline.dlx", "hopline.orders.quarantine", "orders"),
+        BindingSpec("hopline.dlx", "hopline.status.dead-letters", "orders"),
+    }
+    # declared with the core, so it exists before the first service binds it
+    assert topology.queue("hopline.status.dead-letters") in core_topology(settings).queues
+
+
+def test_with_events_off_nobody_reads_the_recorder_s_copies_so_none_are_made() -> None:
+    settings = HoplineSettings(events_enabled=False)
+
+    topology = service_topology(settings, "orders", ["orders.created"])
+
+    names = {q.name for q in topology.queues} | {b.destination for b in topology.bindings}
+    assert not names & {"hopline.status.unroutable", "hopline.status.dead-letters"}
