@@ -22,6 +22,7 @@ from bench.scenarios_amqp import drain, failure_path, limits, priority
 from bench.scenarios_delays import delays
 from bench.scenarios_http import ingestion, latency
 from bench.scenarios_peers import peers, producer_rss, scale_out
+from bench.scenarios_status import status
 
 SCENARIOS = {
     "drain": drain,
@@ -31,6 +32,7 @@ SCENARIOS = {
     "failure": failure_path,
     "limits": limits,
     "delays": delays,
+    "status": status,
     "peers": peers,
     "scaleout": scale_out,
 }

@@ -43,6 +43,8 @@ class Config:
     prefetch: int = 64
     concurrency: int = 64
     publish_window: int = 1000
+    status_rate: float = 1000.0
+    status_seconds: float = 15.0
     scenario_timeout_s: float = 120.0
     # Peers and scale-out drain fewer than `messages` to keep `make bench` under 10 minutes;
     # rates are steady-state, `--long` drains the full 100 000 (README, "Performance").
@@ -68,6 +70,7 @@ class Config:
             http_duration_s=3.0,
             latency_duration_s=3.0,
             probes=60,
+            status_seconds=4.0,
         )
 
 
@@ -137,6 +140,14 @@ class Context:
             channel = await connection.channel()
             declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
+        finally:
+            await connection.close()
+
+    async def purge(self, amqp_url: str, queue: str) -> None:
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            await (await channel.get_queue(queue, ensure=False)).purge()
         finally:
             await connection.close()
 

@@ -3,6 +3,8 @@
 Modes:
 - `drain`: a no-op handler; done when `count` messages were handled and acked.
 - `latency`: a no-op handler that records now - `sent_at` of each payload (HTTP → handler).
+- `finish`: a no-op handler that notes when it returned for each payload index (the status
+  scenario compares that with when the status store first said `succeeded`).
 - `priority`: while the worker drains whatever is queued, this process publishes a trickle of
   high-priority probes and records their latency to handler start.
 - `failure`: 10 % of messages fail once, 1 % always fail (quarantined after `max_attempts`).
@@ -116,6 +118,14 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
             latencies.append(time.time() - payload["sent_at"])
             one_done()
 
+    finished_at: list[float | None] = [None] * count if mode == "finish" else []
+    if mode == "finish":
+
+        @registry.handler(MESSAGE_TYPE)
+        async def noted(payload: Any) -> None:
+            finished_at[payload["i"]] = time.time()
+            one_done()
+
     if mode == "latency":
 
         @registry.handler(MESSAGE_TYPE)
@@ -189,6 +199,8 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
     }
     if latencies:
         result["latencies_s"] = latencies
+    if finished_at:
+        result["finished_at"] = finished_at
     if mode == "limits":
         result["limited_runs"] = limited_runs
         result["deferrals"] = _deferrals(worker)

@@ -64,12 +64,25 @@ _MESSAGE_EVENTS = frozenset({"accepted"})
 
 def format_at(at: datetime) -> str:
     """Fixed-width UTC text that sorts as time does (how the store keeps times)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    # %-formatting by hand: strftime was a tenth of the recorder's time.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+        at.year,
+        at.month,
+        at.day,
+        at.hour,
+        at.minute,
+        at.second,
+        at.microsecond,
+    )
 
 
-def rank(event: Event) -> str:
-    """A text that sorts as the event's place in its message's life (see the module doc)."""
-    return f"{event.replay:06d}|{event.attempt:06d}|{_PHASE[event.event]}|{format_at(event.at)}"
+def rank(event: Event, at: str | None = None) -> str:
+    """A text that sorts as the event's place in its message's life (see the module doc);
+    `at` is `format_at(event.at)` when the caller has it already."""
+    at = at or format_at(event.at)
+    return f"{event.replay:06d}|{event.attempt:06d}|{_PHASE[event.event]}|{at}"
 
 
 def state_of(event: Event) -> ServiceState:

@@ -210,3 +210,19 @@ async def test_a_nul_character_in_an_error_message_is_stored(store: SqlStatusSto
     status = await store.lookup("m-1", NOW)
 
     assert status is not None and status.services[0].error_message == "bad\ufffdbyte"
+
+
+async def test_succeeded_among_names_only_the_ids_that_succeeded_for_that_service(
+    store: SqlStatusStore,
+) -> None:
+    await store.record(
+        [
+            event("succeeded", message_id="m-1"),
+            event("retry_scheduled", message_id="m-2"),
+            event("succeeded", message_id="m-3", service="billing"),
+        ]
+    )
+
+    assert await store.succeeded_among("demo", ["m-1", "m-2", "m-3", "m-4"]) == {"m-1"}
+    assert await store.succeeded_among("demo", []) == set()
+    assert await store.succeeded("m-3", "billing")
