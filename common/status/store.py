@@ -238,7 +238,9 @@ class SqlStatusStore:
         # Each time formatted once (it was a tenth of the recorder's time, several per event)
         timed = [(e, format_at(e.at)) for e in map(_storable, (*events, *starts))]
         ranked = [(e, at, rank(e, at)) for e, at in timed]
-        implied = {id(started) for started in starts}  # never ahead of the event carrying it
+        # A carried start changes no state (it is never ahead of the event carrying it) and
+        # no message row (its message is that event's): it only adds its line to the timeline
+        implied = {id(started) for started in starts}
         # Sorted, so two recorders writing overlapping batches take row locks in one order.
         ranked.sort(key=lambda item: (item[0].message_id, item[0].service, item[2]))
         messages = [
@@ -251,6 +253,7 @@ class SqlStatusStore:
                 at,
             )
             for e, at, _ in ranked
+            if id(e) not in implied
         ]
         services = [
             (
