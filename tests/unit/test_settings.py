@@ -66,8 +66,12 @@ def test_all_priorities_are_served_by_default() -> None:
     assert load_settings(ConsumerSettings).served_priorities == ("high", "normal", "low")
 
 
-def test_prefetch_defaults_to_concurrency() -> None:
-    assert load_settings(ConsumerSettings, concurrency=3).effective_prefetch == 3
+def test_prefetch_defaults_to_concurrency_with_room_for_event_confirms() -> None:
+    assert (
+        load_settings(ConsumerSettings, concurrency=3, events_enabled=False).effective_prefetch == 3
+    )
+    # With events on, handled deliveries wait in the window for their events' confirms
+    assert load_settings(ConsumerSettings, concurrency=3).effective_prefetch == 12
     assert load_settings(ConsumerSettings, concurrency=3, prefetch=9).effective_prefetch == 9
 
 
