@@ -7,9 +7,9 @@ answer), handled (from the consumers' record file), duplicated, quarantined, los
 but neither handled nor quarantined, which must be 0), wrong outcomes (quarantined though
 expected to be handled, or the reverse, or quarantined with another reason than expected:
 must be 0 too) and status disagreements (an accepted message whose state in the producer's
-status store is not what the handlers saw: succeeded, or quarantined; must be 0 as well). Results are kept in
-`RESULTS` for the table `tests/chaos/conftest.py` prints, and appended as JSON lines to
-`$HOPLINE_CHAOS_REPORT` when that is set.
+status store is not what the handlers saw: succeeded, or quarantined; must be 0 as well).
+Results are kept in `RESULTS` for the table `tests/chaos/conftest.py` prints, and appended
+as JSON lines to `$HOPLINE_CHAOS_REPORT` when that is set.
 """
 
 from __future__ import annotations
