@@ -7,7 +7,7 @@ message) that was most of a consumer's CPU (bench/README.md, "Lifecycle events a
 status"). `publish_batch` does the same wire work for a whole batch at once:
 
 - the frames are packed by hand (`struct`): the method frame is cached per routing key and
-  the properties are marshalled once; tests/unit/test_batch_publish.py checks the bytes
+  the properties are marshalled once; tests/unit/test_batch_frames.py checks the bytes
   against pamqp's own marshalling;
 - the batch is one entry of the write queue, put under the channel's lock, so its delivery
   tags are consecutive and no other publisher on the channel interleaves;
