@@ -29,14 +29,21 @@ async def _depth_is(amqp_url: str, queue: str, expected: int) -> bool:
 
 
 async def _wait_consumer_ready(amqp_url: str) -> None:
-    async def declared() -> bool:
+    """Until the consumer consumes: its queue declared is not enough, a message published
+    before its bindings exist is unroutable (this race failed the delivery-limit test)."""
+
+    async def consuming() -> bool:
+        connection = await aio_pika.connect(amqp_url)
         try:
-            await queue_depth(amqp_url, NAMES.work_queue("e2e", "normal"))
+            channel = await connection.channel()
+            queue = await channel.declare_queue(NAMES.work_queue("e2e", "normal"), passive=True)
+            return bool(queue.declaration_result.consumer_count)
         except aio_pika.exceptions.ChannelNotFoundEntity:
             return False
-        return True
+        finally:
+            await connection.close()
 
-    await wait_until(declared, timeout_s=20, interval_s=0.2, message="consumer never declared")
+    await wait_until(consuming, timeout_s=20, interval_s=0.2, message="consumer never consumed")
 
 
 async def test_messages_posted_over_http_are_handled_by_a_consumer_process(
