@@ -25,6 +25,7 @@ __all__ = [
     "consumer_settings",
     "http_item",
     "key",
+    "numbered_id",
     "payload",
     "work_queue",
 ]
@@ -43,11 +44,18 @@ def payload(index: int, sent_at: float | None = None) -> dict[str, Any]:
     return head
 
 
-def amqp_message(index: int, sent_at: float | None = None) -> aio_pika.Message:
+def numbered_id(index: int) -> str:
+    """A message id another party can compute from the index alone: `UUID(int=index)`."""
+    return str(uuid.UUID(int=index))
+
+
+def amqp_message(
+    index: int, sent_at: float | None = None, message_id: str | None = None
+) -> aio_pika.Message:
     """The message hopline's producer would publish for `payload(index)`."""
     return aio_pika.Message(
         orjson.dumps(payload(index, sent_at)),
-        message_id=str(uuid.uuid4()),
+        message_id=message_id or str(uuid.uuid4()),
         type=MESSAGE_TYPE,
         content_type="application/json",
         timestamp=datetime.now(UTC),

@@ -17,25 +17,19 @@ async def ingestion(ctx: Context) -> None:
         await ctx.declare(url)
         log = ctx.log_dir / f"producer-{ctx.queue_type}.log"
         async with producer_process(url, ctx.queue_type, log) as producer:
-            single = await ctx.run_party(
-                "http_load",
-                f"POST /v1/messages x {cfg.http_concurrency} clients",
-                None,
-                base_url=producer.base_url,
-                mode="single",
-                concurrency=cfg.http_concurrency,
-                duration_s=cfg.http_duration_s,
-            )
-            keyed = await ctx.run_party(
-                "http_load",
-                f"POST /v1/messages with Idempotency-Key x {cfg.http_concurrency} clients",
-                None,
-                base_url=producer.base_url,
-                mode="single",
-                keyed=True,
-                concurrency=cfg.http_concurrency,
-                duration_s=cfg.http_duration_s,
-            )
+            single, keyed = [
+                await ctx.run_party(
+                    "http_load",
+                    f"POST /v1/messages{with_key} x {cfg.http_concurrency} clients",
+                    None,
+                    base_url=producer.base_url,
+                    mode="single",
+                    keyed=bool(with_key),
+                    concurrency=cfg.http_concurrency,
+                    duration_s=cfg.http_duration_s,
+                )
+                for with_key in ("", " with Idempotency-Key")
+            ]
             batch = await ctx.run_party(
                 "http_load",
                 f"POST /v1/messages/batch ({cfg.batch_size}/request)",

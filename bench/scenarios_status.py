@@ -50,7 +50,7 @@ async def status(ctx: Context) -> None:
         await recorder.ready()
         await consumer.ready()
         published = await ctx.run_party(
-            "paced_publish",
+            "raw_publish",
             f"paced publish at {rate:,.0f}/s",
             count,
             amqp_url=url,

@@ -19,7 +19,6 @@ _PARTIES = {
     "aiormq_consume": "bench.parties.raw:aiormq_consume",
     "hopline_consumer": "bench.parties.consumer:run",
     "status_recorder": "bench.parties.status:recorder",
-    "paced_publish": "bench.parties.status:paced_publish",
     "http_load": "bench.parties.http_load:run",
     "dramatiq_fill": "bench.parties.peers:dramatiq_fill",
     "dramatiq_drain": "bench.parties.peers:dramatiq_drain",

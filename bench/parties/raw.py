@@ -1,7 +1,9 @@
 """The reference: the raw aio-pika client doing the bare minimum of the same job.
 
 Publish: confirms on, `window` publishes in flight at once (pipelined), mandatory like
-hopline's producer. Consume: manual ack after an (absent) handler, same prefetch as hopline.
+hopline's producer; with `rate`, one message every 1/`rate` s instead (confirms still
+pipelined), the n-th with message id `numbered_id(n)` so another party can look it up.
+Consume: manual ack after an (absent) handler, same prefetch as hopline.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 
 from bench.child import emit, progress_while, rss_kib
-from bench.messages import amqp_message
+from bench.messages import amqp_message, numbered_id
 
 __all__ = ["aiormq_consume", "consume", "publish"]
 
@@ -24,6 +26,7 @@ __all__ = ["aiormq_consume", "consume", "publish"]
 async def publish(args: dict[str, Any]) -> dict[str, Any]:
     count: int = args["count"]
     window: int = args.get("window", 1000)
+    rate: float | None = args.get("rate")
     routing_key: str = args["routing_key"]
     connection = await aio_pika.connect(args["amqp_url"])
     sent = 0
@@ -34,20 +37,31 @@ async def publish(args: dict[str, Any]) -> dict[str, Any]:
         emit("ready")
         reporter = asyncio.create_task(progress_while(lambda: sent, peak))
         started = time.perf_counter()
+        pending: list[asyncio.Future[Any]] = []
         while sent < count:
-            chunk = min(window, count - sent)
-            await asyncio.gather(
-                *(
-                    exchange.publish(amqp_message(sent + i), routing_key, mandatory=True)
-                    for i in range(chunk)
+            if rate:
+                await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+            chunk = 1 if rate else min(window, count - sent)
+            pending.extend(
+                asyncio.ensure_future(
+                    exchange.publish(_numbered(sent + i, rate), routing_key, mandatory=True)
                 )
+                for i in range(chunk)
             )
             sent += chunk
+            if len(pending) >= window:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
         elapsed = time.perf_counter() - started
         reporter.cancel()
     finally:
         await connection.close()
     return {"count": sent, "elapsed_s": elapsed, "rate": sent / elapsed}
+
+
+def _numbered(index: int, paced: float | None) -> aio_pika.Message:
+    return amqp_message(index, message_id=numbered_id(index) if paced else None)
 
 
 async def consume(args: dict[str, Any]) -> dict[str, Any]:

@@ -4,36 +4,28 @@
   PostgreSQL). With `poll`, it is also a client asking for the status of every message, as
   `GET /v1/messages/{id}` would in the producer that hosts the recorder by default: every
   20 ms one query for the oldest messages not seen `succeeded` yet (their ids are
-  `UUID(int=n)`, see `paced_publish`); it reports when each was first seen. Without `poll`
-  it records until `count` events are written or none came for `idle_s`.
-- `paced_publish`: `count` messages at a steady `rate` per second, confirms pipelined, the
-  n-th with message id `UUID(int=n)` and payload index n.
+  `numbered_id(n)`, as `raw_publish` with a `rate` sends them); it reports when each was
+  first seen. Without `poll` it records until `count` events are written or none came for
+  `idle_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
-import aio_pika
-
 from bench.child import emit, progress_while, rss_kib
-from bench.messages import SERVICE, amqp_message
+from bench.messages import SERVICE, numbered_id
 from common.logging import configure_logging
 from common.settings import HoplineSettings
 from common.status.recorder import Recorder
 from common.status.store import open_store
 
-__all__ = ["paced_publish", "recorder"]
+__all__ = ["recorder"]
 
 _POLL_S = 0.02
 _POLL_BATCH = 500
-
-
-def message_id(index: int) -> str:
-    return str(uuid.UUID(int=index))
 
 
 async def recorder(args: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +63,7 @@ async def _until_recorded(recording: Recorder, count: int, idle_s: float) -> Non
 
 
 async def _poll(store: Any, count: int, timeout_s: float, peak: list[int]) -> list[float | None]:
-    ids = [message_id(n) for n in range(count)]
+    ids = [numbered_id(n) for n in range(count)]
     seen_at: list[float | None] = [None] * count
     unseen = list(range(count))
     reporter = asyncio.create_task(progress_while(lambda: count - len(unseen), peak))
@@ -87,30 +79,3 @@ async def _poll(store: Any, count: int, timeout_s: float, peak: list[int]) -> li
         unseen = [n for n in unseen if seen_at[n] is None]
     reporter.cancel()
     return seen_at
-
-
-async def paced_publish(args: dict[str, Any]) -> dict[str, Any]:
-    count: int = args["count"]
-    rate: float = args["rate"]
-    connection = await aio_pika.connect(args["amqp_url"])
-    sent = 0
-    peak = [rss_kib()]
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(args["exchange"], ensure=False)
-        emit("ready")
-        reporter = asyncio.create_task(progress_while(lambda: sent, peak))
-        pending = []
-        started = time.perf_counter()
-        for n in range(count):
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-            message = amqp_message(n)
-            message.message_id = message_id(n)
-            pending.append(asyncio.ensure_future(exchange.publish(message, args["routing_key"])))
-            sent += 1
-        await asyncio.gather(*pending)
-        elapsed = time.perf_counter() - started
-        reporter.cancel()
-    finally:
-        await connection.close()
-    return {"count": sent, "elapsed_s": elapsed, "rate": sent / elapsed}
