@@ -32,6 +32,8 @@ from aiormq.abc import AbstractChannel, ChannelFrame
 from aiormq.channel import Channel
 from pamqp.commands import Basic
 
+from common.teardown import connection_torn_down_as
+
 __all__ = ["publish_batch"]
 
 _FRAME_END = b"\xce"
@@ -148,31 +150,44 @@ async def publish_batch(
     if not channel.publisher_confirms:
         raise ValueError("publish_batch needs a channel opened with publisher confirms")
     marshalled = properties.marshal()
-    number = channel.number
-    max_body_frame = channel.max_content_size
+    payload = b"".join(
+        message_frames(channel.number, exchange, key, marshalled, body, channel.max_content_size)
+        for key, body in messages
+    )
     done: asyncio.Future[None] = channel.create_future()
     batch = _Batch(len(messages), done)
-    slots: list[_Slot] = []
-    async with channel.lock:
-        first_tag = channel.delivery_tag + 1
-        confirmations = channel.confirmations
-        for index in range(len(messages)):
-            slot = _Slot(batch, index)
-            slots.append(slot)
-            confirmations[first_tag + index] = slot  # type: ignore[assignment]  # duck-typed
-        channel.delivery_tag += len(messages)
-        payload = b"".join(
-            message_frames(number, exchange, key, marshalled, body, max_body_frame)
-            for key, body in messages
-        )
-        await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+    slots = [_Slot(batch, index) for index in range(len(messages))]
     try:
-        async with asyncio.timeout(timeout_s):
-            await done
-    except (TimeoutError, Exception):
+        with connection_torn_down_as():
+            # The deadline covers the lock and the write queue too, not only the confirms: a
+            # connection that died leaves its write queue full for ever, and a put outside
+            # the deadline waited on it for ever, holding the channel's lock.
+            async with asyncio.timeout(timeout_s):
+                await _write(channel, slots, payload)
+                await done
+    except Exception:  # timed out, channel closed, connection torn down (common.teardown)
         pass  # the slots not settled by now count as not confirmed
     finally:
         # Left in aiormq's table: a late confirm then finds its slot and is ignored quietly.
         for slot in slots:
             slot.abandon()
     return batch.confirmed
+
+
+async def _write(channel: Channel, slots: list[_Slot], payload: bytes) -> None:
+    """Give the batch consecutive delivery tags, a slot each in aiormq's confirm table, and
+    put its frames on the write queue, all under the channel's lock. A put that does not
+    happen gives the tags back before the lock is released (as aiormq's basic_publish does):
+    the broker numbers the next publish as if this batch never existed."""
+    async with channel.lock:
+        first_tag = channel.delivery_tag + 1
+        for tag, slot in enumerate(slots, start=first_tag):
+            channel.confirmations[tag] = slot  # type: ignore[assignment]  # duck-typed future
+        channel.delivery_tag += len(slots)
+        try:
+            await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+        except BaseException:
+            channel.delivery_tag -= len(slots)
+            for tag in range(first_tag, first_tag + len(slots)):
+                channel.confirmations.pop(tag, None)
+            raise

@@ -40,6 +40,7 @@ from common.events import Event, event_routing_key
 from common.logging import get_logger
 from common.settings import HoplineSettings
 from common.tasks import cancel_all, close_within
+from common.teardown import connection_torn_down_as
 
 __all__ = ["EventEmitter"]
 
@@ -207,11 +208,12 @@ class EventEmitter:
             return None
         channel = self._connection.channel(publisher_confirms=True)
         try:
-            await channel  # opens it
+            with connection_torn_down_as():
+                await channel  # opens it
         except Exception as exc:  # the connection is away right now: tried again later
             # Closed on purpose, or the robust connection would open it on its return and
             # keep it open beside the next one.
-            await close_within(channel.close(), "events channel")
+            await _close_quietly(channel)
             self._failed(f"{type(exc).__name__}: {exc}")
             return None
         self._channel = channel
@@ -224,7 +226,8 @@ class EventEmitter:
         self._in_flight_from.append(batch[0].seq)
         try:
             assert self._channel is not None  # opened with the exchange
-            raw = await self._channel.get_underlay_channel()
+            with connection_torn_down_as():
+                raw = await self._channel.get_underlay_channel()
             confirmed = await publish_batch(
                 raw,
                 exchange.name,
@@ -252,8 +255,7 @@ class EventEmitter:
         if channel is not None and channel.is_closed:
             # A new channel next time (the robust connection reconnects by itself).
             self._exchange = self._channel = None
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await _close_quietly(channel)
         self._failed(reason)
         return False
 
@@ -270,3 +272,9 @@ class EventEmitter:
                 action=f"kept and published again every {self._retry_s:g} s",
             )
         self._progressed()
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    """Close a channel that failed; whatever the dead connection answers (common.teardown)."""
+    with contextlib.suppress(Exception), connection_torn_down_as():
+        await close_within(channel.close(), "events channel")

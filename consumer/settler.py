@@ -34,6 +34,7 @@ from common.copies import DeliveryContext, failure_copy, held_copy, retry_copy
 from common.delays import REQUEUE_TARGET, delay_exchanges, delay_route
 from common.logging import get_logger
 from common.names import Names
+from common.teardown import connection_torn_down_as
 from consumer.acks import AckBatcher
 from consumer.delivery import Delivery
 from consumer.policy import Outcome, OutcomeKind, Quarantine, Retry
@@ -261,7 +262,10 @@ class Settler:
                 raise _ChannelGone
             try:
                 started = time.monotonic()
-                await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout_s)
+                with connection_torn_down_as():  # the channel's connection died meanwhile
+                    await exchange.publish(
+                        copy, routing_key, mandatory=True, timeout=self._timeout_s
+                    )
                 if self._on_confirmed is not None:
                     self._on_confirmed(kind, time.monotonic() - started)
                 return

@@ -24,6 +24,7 @@ from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
 from common.service_connection import connect_and_set_up
 from common.settings import HoplineSettings
+from common.teardown import connection_torn_down_as
 from common.topology import core_topology
 
 __all__ = ["BrokerPublisher", "NoPublisher", "Publisher"]
@@ -130,20 +131,16 @@ class BrokerPublisher:
             # One deadline for everything: the confirm, and waiting for a reconnect or a
             # blocked connection (memory or disk alarm), where aio-pika's own timeout does not
             # apply. (Passing aio-pika a timeout as well cost a second timer per message.)
-            async with asyncio.timeout(timeout_s):
-                await exchange.publish(message, routing_key, mandatory=True)
+            # A confirm that aiormq fails as it tears down a dead connection is the broker
+            # gone, not this request cancelled: a 503, never a 500 (common.teardown).
+            lost = "lost the broker while publishing"
+            with connection_torn_down_as(BrokerUnavailableError, lost):
+                async with asyncio.timeout(timeout_s):
+                    await exchange.publish(message, routing_key, mandatory=True)
         except TimeoutError as exc:
             raise PublishNotConfirmedError(
                 f"the broker did not confirm the publish within {timeout_s:g} s"
             ) from exc
-        except asyncio.CancelledError as exc:
-            # aiormq fails a pending confirm with CancelledError when it tears down a dead
-            # connection (a heartbeat timeout): that is the broker gone, not this request
-            # cancelled, and must be a 503, never a 500.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise BrokerUnavailableError("lost the broker while publishing") from exc
         except DeliveryError as exc:
             raise PublishNotConfirmedError(f"the broker refused the message: {exc}") from exc
         except PublishError as exc:

@@ -34,6 +34,7 @@ from common.settings import HoplineSettings
 from common.status.store import StatusStore
 from common.status.watch import BrokerWatch
 from common.tasks import cancel_all, close_within
+from common.teardown import connection_torn_down_as
 from common.topology import core_topology
 
 __all__ = ["Recorder"]
@@ -146,7 +147,7 @@ class Recorder:
             # One ack for the batch: deliveries come in order, so every one up to the last
             # is in this batch or an earlier one (an ack per message was a tenth of the
             # recorder's time). A channel gone meanwhile redelivers them: harmless.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), connection_torn_down_as():
                 await batch[-1].ack(multiple=True)
             self.recorded += len(events)
 

@@ -37,6 +37,7 @@ from common.status.broker_fates import (
     unroutable_event,
 )
 from common.tasks import close_within
+from common.teardown import connection_torn_down_as
 from common.topology import Topology
 
 __all__ = ["BrokerWatch"]
@@ -108,7 +109,7 @@ class BrokerWatch:
     async def _handle(self, message: AbstractIncomingMessage, fate: BrokerFate) -> None:
         if isinstance(fate, Event) and not await self._published(fate):
             await asyncio.sleep(self._retry_s)
-            with contextlib.suppress(Exception):  # channel gone: redelivered anyway
+            with contextlib.suppress(Exception), connection_torn_down_as():  # redelivered anyway
                 await message.nack(requeue=True)
             return
         if isinstance(fate, NoMessageId):
@@ -121,7 +122,8 @@ class BrokerWatch:
                 detail="no message_id, so its status cannot be looked up; the message "
                 "itself is kept in its queue",
             )
-        with contextlib.suppress(Exception):  # channel gone: redelivered, said again: harmless
+        # Channel gone: redelivered, said again: harmless.
+        with contextlib.suppress(Exception), connection_torn_down_as():
             await message.ack()
             self.settled += 1
 
@@ -129,16 +131,17 @@ class BrokerWatch:
         channel = self._channel
         assert channel is not None  # opened before anything is consumed on it
         try:
-            exchange = await channel.get_exchange(self._settings.names.events, ensure=False)
-            await exchange.publish(
-                aio_pika.Message(
-                    event.to_json(),
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                event_routing_key(event.service, event.event),  # source: its service
-                timeout=self._settings.publish_timeout_s,
-            )
+            with connection_torn_down_as():
+                exchange = await channel.get_exchange(self._settings.names.events, ensure=False)
+                await exchange.publish(
+                    aio_pika.Message(
+                        event.to_json(),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    event_routing_key(event.service, event.event),  # source: its service
+                    timeout=self._settings.publish_timeout_s,
+                )
         except Exception as exc:  # refused, timed out, channel closed: tried again later
             if not self._failing:
                 self._failing = True

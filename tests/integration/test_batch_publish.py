@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import aio_pika
 from aiormq.abc import AbstractChannel
@@ -11,6 +13,7 @@ from pamqp.commands import Basic
 
 from common.batch_publish import publish_batch
 from tests.support.pipeline import drain
+from tests.support.proxy import TcpProxy
 
 EXCHANGE = "test.batch"
 PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
@@ -31,6 +34,32 @@ async def _channel(
         yield await channel.get_underlay_channel()
     finally:
         await connection.close()
+
+
+async def test_a_connection_that_stopped_writing_reports_batches_unconfirmed_and_recovers(
+    amqp_url: str,
+) -> None:
+    port = urlsplit(amqp_url).port or 5672
+    async with (
+        TcpProxy("127.0.0.1", port) as proxy,
+        _channel(proxy.url(amqp_url), {}) as channel,
+    ):
+        # Given a network that stops carrying anything: the socket's buffers fill, then
+        # the connection's write queue, and a put into it waits until the network is back
+        proxy.stall()
+        big = [("demo.big", b"x" * 100_000)] * 40
+        batches = [publish_batch(channel, EXCHANGE, big, PROPERTIES, 2) for _ in range(20)]
+        # Then every batch comes back unconfirmed (the bound only tells a hang from an
+        # answer: each batch's own deadline is 2 s)
+        stalled = await asyncio.wait_for(asyncio.gather(*batches), timeout=120)
+
+        # And once the network is back, the channel's delivery tags still match the
+        # broker's: a batch whose frames never left gave its tags back
+        proxy.resume()
+        after = await publish_batch(channel, EXCHANGE, [("demo.x", b"1")] * 3, PROPERTIES, 60)
+
+    assert stalled == [[False] * 40] * 20
+    assert after == [True] * 3
 
 
 async def test_every_message_of_a_batch_arrives_in_order_and_is_confirmed(amqp_url: str) -> None:
