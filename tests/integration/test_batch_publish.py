@@ -44,8 +44,7 @@ async def test_a_connection_that_stopped_writing_reports_batches_unconfirmed_and
         TcpProxy("127.0.0.1", port) as proxy,
         _channel(proxy.url(amqp_url), {}) as channel,
     ):
-        # Given a network that stops carrying anything: the socket's buffers fill, then
-        # the connection's write queue, and a put into it waits until the network is back
+        # Given a network that stops carrying anything (no confirm can come back)
         proxy.stall()
         big = [("demo.big", b"x" * 100_000)] * 40
         batches = [publish_batch(channel, EXCHANGE, big, PROPERTIES, 2) for _ in range(20)]
@@ -54,7 +53,7 @@ async def test_a_connection_that_stopped_writing_reports_batches_unconfirmed_and
         stalled = await asyncio.wait_for(asyncio.gather(*batches), timeout=120)
 
         # And once the network is back, the channel's delivery tags still match the
-        # broker's: a batch whose frames never left gave its tags back
+        # broker's: the abandoned batches' late confirms settle nothing of the next one
         proxy.resume()
         after = await publish_batch(channel, EXCHANGE, [("demo.x", b"1")] * 3, PROPERTIES, 60)
 
