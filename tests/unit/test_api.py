@@ -210,6 +210,7 @@ async def test_a_batch_where_some_items_fail_is_202_saying_which_failed_and_why(
                 "routing_key": "normal.jobs.run",
                 "deliver_at": None,
                 "error": {1: unreachable, 3: unconfirmed}.get(n),
+                "replayed": False,
             }
             for n in range(5)
         ],
@@ -255,6 +256,23 @@ async def test_a_batch_with_one_bad_item_publishes_nothing(
     assert ("body.messages.1.priority", "priority must be one of high, normal, low") in _errors(
         response
     )
+    assert publisher.published == []
+
+
+async def test_a_message_id_twice_in_one_batch_is_422_naming_both_items(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    items = [{"type": "jobs.run", "payload": n, "message_id": f"m-{n % 2}"} for n in range(3)]
+
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+
+    assert response.status_code == 422
+    assert _errors(response) == [
+        (
+            "body.messages.2.message_id",
+            "message_id repeats item 0's: a batch carries each message_id once",
+        )
+    ]
     assert publisher.published == []
 
 
