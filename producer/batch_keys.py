@@ -8,7 +8,7 @@
                                  singly is a replay in a batch, and the other way round
     else                         no key: published as it always was
 
-Keys are scoped to the API key that sent them (`scope\\x00key`), like the single endpoint's.
+Keys are scoped to the API key that sent them (`scoped_key`), like the single endpoint's.
 Pure: no store, no broker.
 """
 

@@ -78,8 +78,11 @@ def request_fingerprint(request: BaseModel) -> str:
 
 
 def scoped_key(scope: str, given: str) -> str:
-    """A client's key as stored: scoped to the API key that sent it (`scope`)."""
-    return f"{scope}\x00{given}"
+    """A client's key as stored: scoped to the API key that sent it (`scope`).
+
+    The separator is one no client key holds (they are printable ASCII), so the last one
+    marks the boundary; not NUL, which PostgreSQL text cannot store."""
+    return f"{scope}\x1f{given}"
 
 
 class Idempotent:

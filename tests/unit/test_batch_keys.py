@@ -30,9 +30,17 @@ def test_a_header_keys_every_item_by_its_index_scoped_like_the_single_endpoint()
     keys = item_keys(batch, "import-7", "team-a")
 
     assert [(k.index, k.key) for k in keys] == [
-        (0, "team-a\x00import-7#0"),
-        (1, "team-a\x00import-7#1"),
+        (0, scoped_key("team-a", "import-7#0")),
+        (1, scoped_key("team-a", "import-7#1")),
     ]
+
+
+def test_a_scoped_key_is_storable_in_postgresql_text_and_unambiguous() -> None:
+    # PostgreSQL text cannot hold NUL (it was the separator once: every key was a 503 there)
+    assert "\x00" not in scoped_key("team-a", "k")
+    # A client key is printable ASCII: no scope and key run into another pair's
+    pairs = [("a", "b c"), ("a b", "c"), ("", "a b c"), ("a\x1fb", "c"), ("a", "b")]
+    assert len({scoped_key(scope, key) for scope, key in pairs}) == len(pairs)
 
 
 def test_with_a_header_every_item_carries_the_whole_batch_s_fingerprint() -> None:
