@@ -5,11 +5,13 @@ service's queue, so "published once" is counted there, not taken from the HTTP a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
+import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -20,6 +22,18 @@ from tests.support.quarantine import declare_service
 
 QUEUE = "hopline.orders.normal"  # the service `orders`, bound to orders.created only
 BLOCKED = "test.blocked"  # bound to normal.jobs.blocked: refuses what it has no room for
+
+
+@pytest.fixture(autouse=True)
+async def _orders_service(amqp_url: str) -> None:
+    await declare_service(amqp_url, "orders", ("orders.created",))
+
+
+@pytest.fixture
+async def client(amqp_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A producer on this test's vhost (after its queues), its store a SQLite file."""
+    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
+        yield c
 
 
 def _order(n: int, **fields: Any) -> dict[str, Any]:
@@ -51,13 +65,11 @@ def _sqlite(tmp_path: Path) -> SecretStr:
 
 
 async def test_a_batch_sent_again_with_its_key_is_200_all_replayed_and_queued_once(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
     batch = [_order(n) for n in range(3)]
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        first = await _post(c, batch, key="import-1")
-        again = await _post(c, batch, key="import-1")
+    first = await _post(client, batch, key="import-1")
+    again = await _post(client, batch, key="import-1")
 
     assert first.status_code == 202, first.text
     assert "Idempotent-Replayed" not in first.headers
@@ -71,18 +83,16 @@ async def test_a_batch_sent_again_with_its_key_is_200_all_replayed_and_queued_on
 
 
 async def test_items_accepted_singly_are_replayed_in_a_batch_and_only_the_others_published(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        # Given order-1 accepted on its own
-        single = await c.post("/v1/messages", json=_order(1, message_id="order-1"))
-        # When a batch carries it again, with a new message_id and an item without one
-        batch = await _post(
-            c, [_order(1, message_id="order-1"), _order(2, message_id="order-2"), _order(3)]
-        )
-        # And order-2 is then sent on its own
-        single_again = await c.post("/v1/messages", json=_order(2, message_id="order-2"))
+    # Given order-1 accepted on its own
+    single = await client.post("/v1/messages", json=_order(1, message_id="order-1"))
+    # When a batch carries it again, with a new message_id and an item without one
+    batch = await _post(
+        client, [_order(1, message_id="order-1"), _order(2, message_id="order-2"), _order(3)]
+    )
+    # And order-2 is then sent on its own
+    single_again = await client.post("/v1/messages", json=_order(2, message_id="order-2"))
 
     assert single.status_code == 202
     # Then only the batch's new items were published, and order-1's answer is its first one
@@ -97,14 +107,12 @@ async def test_items_accepted_singly_are_replayed_in_a_batch_and_only_the_others
 
 
 async def test_a_key_reused_with_a_different_batch_is_409_and_publishes_nothing(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        first = await _post(c, [_order(0), _order(1)], key="import-2")
-        published_first = await _queued(amqp_url)
-        # The first batch and one item more: the key names the first request, so not this
-        reused = await _post(c, [_order(0), _order(1), _order(2)], key="import-2")
+    first = await _post(client, [_order(0), _order(1)], key="import-2")
+    published_first = await _queued(amqp_url)
+    # The first batch and one item more: the key names the first request, so not this
+    reused = await _post(client, [_order(0), _order(1), _order(2)], key="import-2")
 
     assert first.status_code == 202
     assert reused.status_code == 409, reused.text
@@ -119,20 +127,18 @@ async def test_a_key_reused_with_a_different_batch_is_409_and_publishes_nothing(
 
 
 async def test_a_batch_with_one_message_id_taken_publishes_none_and_keeps_no_other_key(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        # Given order-5 accepted with other contents
-        await c.post("/v1/messages", json=_order(5, message_id="order-5"))
-        await _queued(amqp_url)
-        # When a batch carries a new order-4 and a different order-5
-        refused = await _post(
-            c, [_order(4, message_id="order-4"), _order(55, message_id="order-5")]
-        )
-        queued_after_refusal = await _queued(amqp_url)
-        # Then order-4's claim was released with the refusal: sent alone it is published
-        alone = await _post(c, [_order(4, message_id="order-4")])
+    # Given order-5 accepted with other contents
+    await client.post("/v1/messages", json=_order(5, message_id="order-5"))
+    await _queued(amqp_url)
+    # When a batch carries a new order-4 and a different order-5
+    refused = await _post(
+        client, [_order(4, message_id="order-4"), _order(55, message_id="order-5")]
+    )
+    queued_after_refusal = await _queued(amqp_url)
+    # Then order-4's claim was released with the refusal: sent alone it is published
+    alone = await _post(client, [_order(4, message_id="order-4")])
 
     assert refused.status_code == 409, refused.text
     assert refused.json()["detail"] == (
@@ -145,12 +151,10 @@ async def test_a_batch_with_one_message_id_taken_publishes_none_and_keeps_no_oth
 
 
 async def test_concurrent_identical_batches_in_one_producer_publish_each_message_once(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
     batch = [_order(n) for n in range(20)]
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        answers = await asyncio.gather(*(_post(c, batch, key="import-3") for _ in range(5)))
+    answers = await asyncio.gather(*(_post(client, batch, key="import-3") for _ in range(5)))
 
     # The per-key lock makes the later ones wait for the first answer, not see it in flight
     assert sorted(a.status_code for a in answers) == [200] * 4 + [202]
@@ -161,7 +165,6 @@ async def test_concurrent_identical_batches_in_one_producer_publish_each_message
 async def test_concurrent_identical_batches_through_two_producers_publish_each_message_once(
     amqp_url: str,
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
     batch = [_order(n) for n in range(50)]
     async with fresh_database() as database_url:
         # Two producers, each with its own locks: only the store's unique rows stand between
@@ -183,9 +186,8 @@ async def test_concurrent_identical_batches_through_two_producers_publish_each_m
 
 
 async def test_a_batch_refused_with_the_broker_away_is_published_when_sent_again(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str, tmp_path: Path
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
     batch = [_order(n) for n in range(3)]
     # Given a producer that cannot reach the broker, sharing its store with one that can
     away = producer_settings(
@@ -193,11 +195,10 @@ async def test_a_batch_refused_with_the_broker_away_is_published_when_sent_again
         publish_timeout_s=0.5,
         status_url=_sqlite(tmp_path),
     )
-    async with producer_client(away, wait_ready=False) as client:
-        refused = await _post(client, batch, key="import-5")
+    async with producer_client(away, wait_ready=False) as away_client:
+        refused = await _post(away_client, batch, key="import-5")
     # When the same batch goes to the producer that reaches the broker
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        accepted = await _post(c, batch, key="import-5")
+    accepted = await _post(client, batch, key="import-5")
 
     # Then it is published as new: the refusal kept none of its keys
     assert refused.status_code == 503, refused.text
@@ -208,19 +209,17 @@ async def test_a_batch_refused_with_the_broker_away_is_published_when_sent_again
 
 
 async def test_items_the_broker_refused_are_the_only_ones_published_when_sent_again(
-    amqp_url: str, tmp_path: Path
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
     # Given a queue for jobs.blocked that is full and refuses more (reject-publish): the
     # broker nacks a publish routed to it, and takes the others of the same batch
-    await declare_service(amqp_url, "orders", ("orders.created",))
     await _declare_full_queue(amqp_url)
     batch = [_order(0), {"type": "jobs.blocked", "payload": {"n": 1}}, _order(2)]
-    async with producer_client(producer_settings(amqp_url, status_url=_sqlite(tmp_path))) as c:
-        partly = await _post(c, batch, key="import-6")
-        # When the queue has room again and the same batch is sent again
-        filler = await _queued(amqp_url, BLOCKED)
-        again = await _post(c, batch, key="import-6")
-        third = await _post(c, batch, key="import-6")
+    partly = await _post(client, batch, key="import-6")
+    # When the queue has room again and the same batch is sent again
+    filler = await _queued(amqp_url, BLOCKED)
+    again = await _post(client, batch, key="import-6")
+    third = await _post(client, batch, key="import-6")
 
     # Then the first answer says which item failed, and only that one was published after
     assert partly.status_code == 202, partly.text
@@ -251,7 +250,6 @@ async def _declare_full_queue(amqp_url: str) -> None:
 async def test_with_the_store_away_a_header_is_503_and_message_ids_are_published_as_before(
     amqp_url: str,
 ) -> None:
-    await declare_service(amqp_url, "orders", ("orders.created",))
     store_away = SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/hopline")
     async with producer_client(producer_settings(amqp_url, status_url=store_away)) as c:
         with_header = await _post(c, [_order(0)], key="import-7")

@@ -276,6 +276,26 @@ async def test_a_message_id_twice_in_one_batch_is_422_naming_both_items(
     assert publisher.published == []
 
 
+async def test_a_batch_with_an_idempotency_key_is_503_without_a_status_store(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # Given a producer without a status store (this client's), a key cannot be honoured
+    items = [{"type": "jobs.run", "payload": n, "message_id": f"m-{n}"} for n in range(2)]
+
+    keyed = await client.post(
+        "/v1/messages/batch", json={"messages": items}, headers={"Idempotency-Key": "k-1"}
+    )
+    by_ids = await client.post("/v1/messages/batch", json={"messages": items})
+
+    # Then the header is refused and publishes nothing; message_ids alone publish as before
+    assert keyed.status_code == 503
+    assert keyed.json()["detail"] == (
+        "this producer keeps no status store: it cannot honour an Idempotency-Key"
+    )
+    assert by_ids.status_code == 202
+    assert sorted(m.message_id or "" for _, m in publisher.published) == ["m-0", "m-1"]
+
+
 async def test_an_oversized_batch_is_422(client: httpx.AsyncClient) -> None:
     items = [{"type": "a.b", "payload": 0}] * 1001
     response = await client.post("/v1/messages/batch", json={"messages": items})
