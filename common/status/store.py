@@ -508,11 +508,17 @@ class SqlStatusStore:
         )
 
     async def _keys_statement(self, sql: str, keys: Sequence[str]) -> None:
+        """Run `sql` for `keys`: one statement (atomic alone, and one round trip), or a
+        transaction of a statement per chunk of keys."""
         statements: list[Statement] = [
             (sql.format(places=_places(len(chunk))), [chunk]) for chunk in _chunks(keys)
         ]
-        if statements:
-            await (await self._ready()).transaction(statements)
+        db = await self._ready()
+        if len(statements) == 1:
+            [(one, [args])] = statements
+            await db.execute(one, args)
+        elif statements:
+            await db.transaction(statements)
 
     async def prune(self, now: datetime) -> int:
         """Forget messages and keys older than the retention; the number of messages."""
