@@ -30,7 +30,6 @@ import collections
 import contextlib
 from dataclasses import dataclass
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from pamqp.commands import Basic
 
@@ -203,13 +202,20 @@ class EventEmitter:
         try:
             if self._connection is None:
                 self._connection = await connect(self._settings, name=self._name)
-            self._channel = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await self._channel.get_exchange(
-                self._settings.names.events, ensure=False
-            )
-        except (HoplineError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
+        except HoplineError as exc:
+            self._failed(str(exc))
+            return None
+        channel = self._connection.channel(publisher_confirms=True)
+        try:
+            await channel  # opens it
+        except Exception as exc:  # the connection is away right now: tried again later
+            # Closed on purpose, or the robust connection would open it on its return and
+            # keep it open beside the next one.
+            await close_within(channel.close(), "events channel")
             self._failed(f"{type(exc).__name__}: {exc}")
             return None
+        self._channel = channel
+        self._exchange = await channel.get_exchange(self._settings.names.events, ensure=False)
         return self._exchange
 
     async def _publish_batch(self, exchange: AbstractExchange) -> bool:

@@ -17,11 +17,12 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import ChannelAccessRefused
 
-from common.connection import access_refused_error, broker_version, connect
+from common.connection import access_refused_error, broker_version
 from common.declare import declare_topology
 from common.delays import delay_exchanges, publish_route
-from common.errors import BrokerUnavailableError, HoplineError, PublishNotConfirmedError
+from common.errors import BrokerUnavailableError, PublishNotConfirmedError
 from common.logging import get_logger
+from common.service_connection import connect_and_set_up
 from common.settings import HoplineSettings
 from common.topology import core_topology
 
@@ -74,33 +75,28 @@ class BrokerPublisher:
         self._connector = asyncio.create_task(self._connect_until_done(), name="hopline-connect")
 
     async def _connect_until_done(self) -> None:
-        while True:
-            try:
-                await self._open()
-                return
-            except HoplineError as exc:
-                _log.warning(
-                    "broker.unavailable", error=str(exc), retry_in_s=self._reconnect_interval_s
-                )
-            await asyncio.sleep(self._reconnect_interval_s)
-
-    async def _open(self) -> None:
-        connection = await connect(self._settings, name="hopline-producer")
-        try:
-            await self._declare(connection)
-            self._channel = await connection.channel(publisher_confirms=True)
-            names = self._settings.names
-            self._exchanges = {
-                name: await self._channel.get_exchange(name, ensure=False)
-                for name in (names.ingress, *delay_exchanges(names))
-            }
-        except BaseException:
-            await connection.close()
-            raise
+        connection = await connect_and_set_up(
+            self._settings,
+            name="hopline-producer",
+            set_up=self._set_up,
+            retry_s=self._reconnect_interval_s,
+            log=_log,
+            waiting="broker.unavailable",
+        )
         # Losing and regaining the connection is logged once each by common.connection.
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._connection = connection
         _log.info("broker.connected", exchange=self._settings.names.ingress)
+
+    async def _set_up(self, connection: AbstractRobustConnection) -> None:
+        await self._declare(connection)
+        # Opening is the channel's last step that can fail: nothing to close after a failure.
+        self._channel = await connection.channel(publisher_confirms=True)
+        names = self._settings.names
+        self._exchanges = {
+            name: await self._channel.get_exchange(name, ensure=False)
+            for name in (names.ingress, *delay_exchanges(names))
+        }
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
         topology = core_topology(self._settings, broker_version(connection))

@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from common.connection import broker_version, connect
+from common.connection import broker_version
 from common.declare import declare_topology
-from common.errors import HoplineError, StatusUnavailableError
+from common.errors import StatusUnavailableError
 from common.events import Event, InvalidEventError
 from common.logging import get_logger
+from common.service_connection import connect_and_set_up
 from common.settings import HoplineSettings
 from common.status.store import StatusStore
 from common.status.watch import BrokerWatch
@@ -81,19 +82,20 @@ class Recorder:
             self._connection = None
 
     async def _consume_until_closed(self) -> None:
-        while self._connection is None:
-            try:
-                await self._subscribe()
-            except HoplineError as exc:
-                _log.warning("status.recorder_waiting", error=str(exc), retry_in_s=self._retry_s)
-                await asyncio.sleep(self._retry_s)
+        self._connection = await connect_and_set_up(
+            self._settings,
+            name=self._name,
+            set_up=self._subscribe,
+            retry_s=self._retry_s,
+            log=_log,
+            waiting="status.recorder_waiting",
+        )
 
-    async def _subscribe(self) -> None:
-        connection = await connect(self._settings, name=self._name)
+    async def _subscribe(self, connection: AbstractRobustConnection) -> None:
+        topology = core_topology(self._settings, broker_version(connection))
+        await declare_topology(connection, topology)
+        channel = await connection.channel(publisher_confirms=False)
         try:
-            topology = core_topology(self._settings, broker_version(connection))
-            await declare_topology(connection, topology)
-            channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=self._batch_max * 2)
             spec = topology.queue(self._settings.names.status)
             # Declared through the channel, so aio-pika declares it again when it reopens.
@@ -104,9 +106,10 @@ class Recorder:
             if self.watch is not None:
                 await self.watch.attach(connection, topology)
         except BaseException:
-            await connection.close()
+            # Closed on purpose, so the robust connection does not reopen it and consume
+            # beside the next attempt's channel (common.service_connection).
+            await close_within(channel.close(), "status recorder channel")
             raise
-        self._connection = connection
         _log.info("status.recorder_started", queue=spec.name)
 
     async def _arrived(self, message: AbstractIncomingMessage) -> None:

@@ -36,6 +36,7 @@ from common.status.broker_fates import (
     delivery_limit_event,
     unroutable_event,
 )
+from common.tasks import close_within
 from common.topology import Topology
 
 __all__ = ["BrokerWatch"]
@@ -72,16 +73,22 @@ class BrokerWatch:
             return delivery_limit_event(message, priorities, now)
 
         channel = self._channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self._prefetch)
-        for name, decide in (
-            (names.status_unroutable, unroutable),
-            (names.status_dead_letters, dead_letter),
-        ):
-            spec = topology.queue(name)
-            queue = await channel.declare_queue(
-                spec.name, durable=True, arguments=dict(spec.argument_items)
-            )
-            await queue.consume(self._consumer(decide))
+        try:
+            await channel.set_qos(prefetch_count=self._prefetch)
+            for name, decide in (
+                (names.status_unroutable, unroutable),
+                (names.status_dead_letters, dead_letter),
+            ):
+                spec = topology.queue(name)
+                queue = await channel.declare_queue(
+                    spec.name, durable=True, arguments=dict(spec.argument_items)
+                )
+                await queue.consume(self._consumer(decide))
+        except BaseException:
+            # Closed on purpose: the robust connection must not reopen it beside the
+            # channel of the next attempt (common.service_connection).
+            await close_within(channel.close(), "broker watch channel")
+            raise
 
     def _consumer(self, decide: Decide) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def arrived(message: AbstractIncomingMessage) -> None:

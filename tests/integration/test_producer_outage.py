@@ -31,8 +31,11 @@ async def test_producer_answers_503_while_the_broker_is_gone_and_recovers(
         if e["event"].startswith("broker.connection_"):
             states.setdefault(e["connection"], []).append(e["event"])
     assert "hopline-producer" in states, states
-    for connection_states in states.values():
-        assert connection_states == ["broker.connection_lost", "broker.connection_restored"]
+    for connection, connection_states in states.items():
+        assert connection_states == [
+            "broker.connection_lost",
+            "broker.connection_restored",
+        ], f"{connection}: {connection_states}"
     lost = next(e for e in logs if e["event"] == "broker.connection_lost")
     assert lost["action"] == "reconnecting every 0.5 s"
 

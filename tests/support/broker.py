@@ -92,6 +92,24 @@ class Management:
         info: dict[str, Any] = response.json()
         return info
 
+    async def close_connections(self, connection_name: str) -> int:
+        """Close, from the broker's side (as the management UI's "Force Close" does), every
+        connection of this vhost that the client named `connection_name`; how many."""
+        path = f"/api/vhosts/{quote(self.vhost, safe='')}/connections"
+        response = await self._client.get(path)
+        raise_for_status(response, "list connections")
+        closed = 0
+        for connection in response.json():
+            if connection.get("client_properties", {}).get("connection_name") != connection_name:
+                continue
+            closing = await self._client.delete(
+                f"/api/connections/{quote(connection['name'], safe='')}",
+                headers={"X-Reason": "closed by a test"},
+            )
+            raise_for_status(closing, f"close connection {connection['name']!r}")
+            closed += 1
+        return closed
+
     async def queue_exists(self, name: str, *, vhost: str | None = None) -> bool:
         try:
             await self.queue_info(name, vhost=vhost)
