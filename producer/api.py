@@ -419,7 +419,7 @@ async def post_batch(
     envelopes = [_envelope(message, settings) for message in batch.messages]
     items = [_Item(*item) for item in zip(envelopes, bodies, dues, strict=True)]
     replays, outcomes = await _publish_batch(items, keys, ingest, idempotency_key)
-    for outcome in outcomes.values():  # its key is released: a bug, not the broker
+    for outcome in outcomes.values():  # a bug, not the broker: its key is already released
         if outcome is not None and not isinstance(
             outcome, BrokerUnavailableError | PublishNotConfirmedError
         ):
