@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +18,18 @@ from common.delays import DelayError, delay_routing_key, seconds_until
 from common.envelope import Envelope, encode_payload, new_envelope, to_message
 from common.errors import BrokerUnavailableError, PublishNotConfirmedError, StatusUnavailableError
 from common.logging import get_logger
+from common.status.store import Claim, ClaimRequest
 from common.tracing import TRACE_HEADERS, publish_span
 from producer.auth import ApiKey
+from producer.batch_keys import ItemKey, item_keys, lock_keys, refusal, repeated_keys
 from producer.gate import AUTHENTICATED_KEY
-from producer.idempotency import Idempotent, fingerprint
+from producer.idempotency import (
+    BatchKeysTaken,
+    Idempotent,
+    Outcomes,
+    request_fingerprint,
+    scoped_key,
+)
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.schemas import (
@@ -220,20 +229,57 @@ async def _publish_traced(
     ingest.status.accepted(envelope, sent_at)
 
 
-# Printable ASCII, like a message_id: it is stored and compared as text.
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
+def _idempotency_header(description: str) -> Any:
+    # Printable ASCII, like a message_id: it is stored and compared as text.
+    return Header(
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
         pattern=r"^[ -~]+$",
-        description="Send the same request again with the same key (within the status "
-        "retention): the first answer comes back with 200 and `Idempotent-Replayed: true`, "
-        "and nothing is published twice. A client `message_id` works the same way.",
+        description=description,
+    )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    _idempotency_header(
+        "Send the same request again with the same key (within the status retention): the "
+        "first answer comes back with 200 and `Idempotent-Replayed: true`, and nothing is "
+        "published twice. A client `message_id` works the same way."
+    ),
+]
+BatchIdempotencyKey = Annotated[
+    str | None,
+    _idempotency_header(
+        "Send the same batch again with the same key (within the status retention): items "
+        "accepted before answer with their first `message_id` and `replayed: true` and are "
+        "not published again; items that failed are published now. Every item a replay: 200 "
+        "with `Idempotent-Replayed: true`. Without the header, an item's own `message_id` is "
+        "its key (shared with `POST /v1/messages`)."
     ),
 ]
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _scope(ingest: Ingest) -> str:
+    """Whose keys these are: the API key's name ("" when the API is open)."""
+    return ingest.key.spec.name if ingest.key is not None else ""
+
+
+def _keys_unchecked(
+    idempotency_key: str | None, exc: StatusUnavailableError | None, **log_context: object
+) -> None:
+    """Keys cannot be checked (no store, or `exc`: it is away). An Idempotency-Key asked for
+    the guarantee: 503. Client message_ids alone: published as before (handlers may still
+    dedupe by them)."""
+    if idempotency_key is not None:
+        raise ServiceUnavailable(
+            "the status store is unavailable, so the Idempotency-Key cannot be checked"
+            if exc is not None
+            else "this producer keeps no status store: it cannot honour an Idempotency-Key"
+        ) from exc
+    if exc is not None:
+        _log.warning("idempotency.skipped", **log_context, error=str(exc))
 
 
 async def _publish(
@@ -249,31 +295,18 @@ async def _publish(
         message_id=envelope.message_id, routing_key=envelope.routing_key, deliver_at=due
     )
     given = idempotency_key or message.message_id
-    if given is None:
-        await _publish_traced(envelope, body, due, ingest)
-        return accepted, False
-    if ingest.idempotent is None:
-        if idempotency_key is not None:
-            raise ServiceUnavailable(
-                "this producer keeps no status store: it cannot honour an Idempotency-Key"
+    if given is not None and ingest.idempotent is not None:
+        try:
+            return await ingest.idempotent.publish_once(
+                scoped_key(_scope(ingest), given),
+                request_fingerprint(message),
+                accepted,
+                lambda: _publish_traced(envelope, body, due, ingest),
             )
-        await _publish_traced(envelope, body, due, ingest)
-        return accepted, False
-    scope = ingest.key.spec.name if ingest.key is not None else ""
-    try:
-        return await ingest.idempotent.publish_once(
-            f"{scope}\x00{given}",
-            fingerprint(message.model_dump_json().encode()),
-            accepted,
-            lambda: _publish_traced(envelope, body, due, ingest),
-        )
-    except StatusUnavailableError as exc:
-        if idempotency_key is not None:  # the client asked for the guarantee: say we cannot
-            raise ServiceUnavailable(
-                "the status store is unavailable, so the Idempotency-Key cannot be checked"
-            ) from exc
-        # A client message_id alone: published as before (handlers may still dedupe by it).
-        _log.warning("idempotency.skipped", message_id=envelope.message_id, error=str(exc))
+        except StatusUnavailableError as exc:
+            _keys_unchecked(idempotency_key, exc, message_id=envelope.message_id)
+    elif given is not None:
+        _keys_unchecked(idempotency_key, None)
     await _publish_traced(envelope, body, due, ingest)
     return accepted, False
 
@@ -330,11 +363,33 @@ async def post_message(
 @router.post(
     "/v1/messages/batch",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": Problem}, 415: {"model": Problem}, **_AUTH, **_UNAVAILABLE},
+    responses={
+        200: {
+            "model": BatchOut,
+            "description": "Every item was accepted before, within the retention, with its "
+            "key (`Idempotency-Key` + index, or message_id): the first answers again, each "
+            "`replayed`, nothing published (`Idempotent-Replayed: true`).",
+        },
+        409: {
+            "model": Problem,
+            "description": "Some item's key is being published by another request (retry "
+            "after `Retry-After`), or was used for a different request; `detail` names the "
+            "items. Nothing of the batch was published.",
+        },
+        413: {"model": Problem},
+        415: {"model": Problem},
+        **_AUTH,
+        **_UNAVAILABLE,
+    },
     summary="Publish up to `max_batch_size` messages concurrently; a result per item",
 )
-async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
-    settings, publisher, key = ingest.settings, ingest.publisher, ingest.key
+async def post_batch(
+    batch: BatchIn,
+    ingest: IngestDep,
+    response: Response,
+    idempotency_key: BatchIdempotencyKey = None,
+) -> BatchOut:
+    settings, key = ingest.settings, ingest.key
     if len(batch.messages) > settings.max_batch_size:
         raise RequestValidationError(
             [
@@ -354,42 +409,132 @@ async def post_batch(batch: BatchIn, ingest: IngestDep) -> BatchOut:
     dues = [
         _due(message, ("body", "messages", index)) for index, message in enumerate(batch.messages)
     ]
+    keys = item_keys(batch, idempotency_key, _scope(ingest))
+    _refuse_repeated(keys)
     if key is not None:
         for message in batch.messages:
             key.check_message(message.type, message.priority)
         key.spend(len(batch.messages))
-    if not publisher.ready:
-        raise ServiceUnavailable("RabbitMQ is not reachable right now")
     ingest.metrics.batch.observe(len(batch.messages))
     envelopes = [_envelope(message, settings) for message in batch.messages]
-    outcomes = await asyncio.gather(
-        *(
-            _publish_traced(envelope, body, due, ingest)
-            for envelope, body, due in zip(envelopes, bodies, dues, strict=True)
-        ),
-        return_exceptions=True,
-    )
-    results = []
-    for index, (envelope, due, outcome) in enumerate(zip(envelopes, dues, outcomes, strict=True)):
-        if isinstance(outcome, BaseException) and not isinstance(
+    items = [_Item(*item) for item in zip(envelopes, bodies, dues, strict=True)]
+    replays, outcomes = await _publish_batch(items, keys, ingest, idempotency_key)
+    for outcome in outcomes.values():  # a bug, not the broker: its key is already released
+        if outcome is not None and not isinstance(
             outcome, BrokerUnavailableError | PublishNotConfirmedError
         ):
             raise outcome
+    results = _results(items, replays, outcomes)
+    failed = sum(1 for r in results if r.status == "failed")
+    if outcomes and failed == len(outcomes):
+        first_error = next(r.error for r in results if r.error)
+        raise ServiceUnavailable(f"none of the {failed} messages was confirmed: {first_error}")
+    if not outcomes:  # every item a replay
+        response.status_code = status.HTTP_200_OK
+        response.headers[REPLAYED_HEADER] = "true"
+    _log.info(
+        "batch.accepted", accepted=len(results) - failed, failed=failed, replayed=len(replays)
+    )
+    return BatchOut(accepted=len(results) - failed, failed=failed, results=results)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One message of a batch, ready to publish."""
+
+    envelope: Envelope
+    body: bytes
+    due: datetime | None
+
+
+def _refuse_repeated(keys: Sequence[ItemKey]) -> None:
+    """422 for a message_id twice in one batch: its second item could only wait for the
+    first (in flight) or repeat it."""
+    repeats = repeated_keys(keys)
+    if repeats:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "messages", index, "message_id"),
+                    "msg": f"message_id repeats item {first}'s: a batch carries each "
+                    "message_id once",
+                    "input": None,
+                }
+                for index, first in repeats.items()
+            ]
+        )
+
+
+async def _publish_batch(
+    items: Sequence[_Item],
+    keys: Sequence[ItemKey],
+    ingest: Ingest,
+    idempotency_key: str | None,
+) -> tuple[Mapping[int, Claim], Outcomes]:
+    """The items accepted before (by index: the first answer), and how the publish of every
+    other item went. Keyed items are claimed first (producer.idempotency)."""
+
+    async def publish(replays: Mapping[int, Claim]) -> Outcomes:
+        return await _publish_items(
+            {index: item for index, item in enumerate(items) if index not in replays}, ingest
+        )
+
+    if keys and ingest.idempotent is not None:
+        requests = {
+            k.index: ClaimRequest(
+                k.key,
+                k.fingerprint,
+                items[k.index].envelope.message_id,
+                items[k.index].envelope.routing_key,
+            )
+            for k in keys
+        }
+        lock = lock_keys(idempotency_key, _scope(ingest), keys)
+        try:
+            return await ingest.idempotent.publish_batch_once(requests, lock, publish)
+        except BatchKeysTaken as taken:
+            by_header = idempotency_key is not None
+            raise refusal(taken.mismatched, taken.in_flight, by_header=by_header) from taken
+        except StatusUnavailableError as exc:
+            _keys_unchecked(idempotency_key, exc, items=len(keys))
+    elif keys:
+        _keys_unchecked(idempotency_key, None)
+    return {}, await publish({})
+
+
+async def _publish_items(items: Mapping[int, _Item], ingest: Ingest) -> Outcomes:
+    """Publish `items` concurrently; by index, None (confirmed) or the error."""
+    if not items:
+        return {}
+    if not ingest.publisher.ready:
+        raise ServiceUnavailable("RabbitMQ is not reachable right now")
+    outcomes = await asyncio.gather(
+        *(_publish_traced(item.envelope, item.body, item.due, ingest) for item in items.values()),
+        return_exceptions=True,
+    )
+    return dict(zip(items, outcomes, strict=True))
+
+
+def _results(
+    items: Sequence[_Item], replays: Mapping[int, Claim], outcomes: Outcomes
+) -> list[BatchItemResult]:
+    results = []
+    for index, item in enumerate(items):
+        first = replays.get(index)
+        outcome = outcomes.get(index)
         results.append(
             BatchItemResult(
                 index=index,
-                status="failed" if outcome else "accepted",
-                message_id=envelope.message_id,
-                routing_key=envelope.routing_key,
-                deliver_at=due,
-                error=str(outcome) if outcome else None,
+                status="accepted" if outcome is None else "failed",
+                message_id=item.envelope.message_id if first is None else first.message_id,
+                routing_key=item.envelope.routing_key if first is None else first.routing_key,
+                deliver_at=item.due,
+                error=None if outcome is None else str(outcome),
+                replayed=first is not None,
             )
         )
-    failed = sum(1 for r in results if r.status == "failed")
-    if failed == len(results):
-        raise ServiceUnavailable(f"none of the {failed} messages was confirmed: {results[0].error}")
-    _log.info("batch.accepted", accepted=len(results) - failed, failed=failed)
-    return BatchOut(accepted=len(results) - failed, failed=failed, results=results)
+    return results
 
 
 @probes.get("/healthz", summary="The process is alive")

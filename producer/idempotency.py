@@ -11,6 +11,12 @@
 Within one process, requests with the same key also wait for each other (a lock per key),
 so concurrent duplicates see `accepted`, not `in_flight`; across processes the store's
 unique row decides.
+
+A batch (`publish_batch_once`) claims all its keyed items first, in one store call: if any
+is `mismatch` or `in_flight` it releases what it claimed and publishes nothing; otherwise
+it publishes every item not `accepted` before, then confirms the keys whose publish was
+confirmed and releases the others (one store call each), so sending the same batch again
+publishes only what failed. Which key an item has: producer.batch_keys.
 """
 
 from __future__ import annotations
@@ -18,15 +24,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
+
+from pydantic import BaseModel
 
 from common.errors import HoplineError, StatusUnavailableError
 from common.logging import get_logger
-from common.status.store import StatusStore
+from common.status.store import Claim, ClaimRequest, StatusStore
 from producer.schemas import MessageAccepted
 
-__all__ = ["IdempotencyConflict", "IdempotencyInFlight", "Idempotent", "fingerprint"]
+__all__ = [
+    "BatchKeysTaken",
+    "IdempotencyConflict",
+    "IdempotencyInFlight",
+    "Idempotent",
+    "Outcomes",
+    "fingerprint",
+    "request_fingerprint",
+    "scoped_key",
+]
+
+# What publishing a batch's items did, by item index: None (confirmed) or why it failed.
+Outcomes = Mapping[int, BaseException | None]
 
 _log = get_logger("hopline.producer")
 
@@ -39,8 +59,30 @@ class IdempotencyInFlight(HoplineError):
     """409: a request with this key is being published right now."""
 
 
+class BatchKeysTaken(HoplineError):
+    """A batch's keys that another request holds: nothing of the batch was published."""
+
+    def __init__(self, mismatched: list[int], in_flight: list[int]) -> None:
+        super().__init__(f"keys taken: mismatched {mismatched}, in flight {in_flight}")
+        self.mismatched = mismatched  # item indexes whose key was used for another request
+        self.in_flight = in_flight  # item indexes another request is publishing right now
+
+
 def fingerprint(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
+
+
+def request_fingerprint(request: BaseModel) -> str:
+    """What makes two requests with one key the same request: their parsed bodies."""
+    return fingerprint(request.model_dump_json().encode())
+
+
+def scoped_key(scope: str, given: str) -> str:
+    """A client's key as stored: scoped to the API key that sent it (`scope`).
+
+    The separator is one no client key holds (they are printable ASCII), so the last one
+    marks the boundary; not NUL, which PostgreSQL text cannot store."""
+    return f"{scope}\x1f{given}"
 
 
 class Idempotent:
@@ -61,6 +103,15 @@ class Idempotent:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    @contextlib.asynccontextmanager
+    async def _all_held(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Every key's lock, taken in sorted order so two holders of shared keys cannot
+        wait for each other."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self._held(key))
+            yield
 
     async def publish_once(
         self,
@@ -98,17 +149,65 @@ class Idempotent:
             try:
                 await publish()
             except BaseException:
-                with contextlib.suppress(StatusUnavailableError):
-                    await self._store.release(key)
+                await self._release([key])
                 raise
-            try:
-                await self._store.confirm(key)
-            except StatusUnavailableError as exc:
-                _log.warning(
-                    "idempotency.unconfirmed",
-                    message_id=accepted.message_id,
-                    error=str(exc),
-                    consequence="a repeat of this request after the claim goes stale may "
-                    "publish again",
-                )
+            await self._confirm([key], message_id=accepted.message_id)
             return accepted, False
+
+    async def publish_batch_once(
+        self,
+        requests: Mapping[int, ClaimRequest],
+        lock_keys: Iterable[str],
+        publish: Callable[[Mapping[int, Claim]], Awaitable[Outcomes]],
+    ) -> tuple[dict[int, Claim], Outcomes]:
+        """Claim every keyed item (`requests`, by item index), then `publish(replays)`: it
+        publishes every item but the replays (keyed or not) and says how each went.
+
+        Returns the replays (items accepted before: the first answer's id and routing key)
+        and the outcomes. Raises BatchKeysTaken when a key is another request's (nothing
+        is published then), StatusUnavailableError when the store cannot claim."""
+        async with self._all_held(lock_keys):
+            claims = dict(
+                zip(
+                    requests,
+                    await self._store.claim_many(list(requests.values()), datetime.now(UTC)),
+                    strict=True,
+                )
+            )
+            claimed = [requests[i].key for i, claim in claims.items() if claim.outcome == "claimed"]
+            mismatched = [i for i, claim in claims.items() if claim.outcome == "mismatch"]
+            in_flight = [i for i, claim in claims.items() if claim.outcome == "in_flight"]
+            if mismatched or in_flight:
+                await self._release(claimed)
+                raise BatchKeysTaken(mismatched, in_flight)
+            replays = {i: claim for i, claim in claims.items() if claim.outcome == "accepted"}
+            try:
+                outcomes = await publish(replays)
+            except BaseException:
+                await self._release(claimed)
+                raise
+            published = [i for i in requests if i not in replays]
+            confirmed = [requests[i].key for i in published if outcomes[i] is None]
+            if confirmed:
+                await self._confirm(confirmed, items=len(confirmed))
+            # Failed items' keys are freed: the same batch sent again publishes just those.
+            await self._release([requests[i].key for i in published if outcomes[i] is not None])
+            return replays, outcomes
+
+    async def _confirm(self, keys: list[str], **log_context: object) -> None:
+        try:
+            await self._store.confirm_many(keys)
+        except StatusUnavailableError as exc:
+            _log.warning(
+                "idempotency.unconfirmed",
+                **log_context,
+                error=str(exc),
+                consequence="a repeat of this request after its claims go stale may publish again",
+            )
+
+    async def _release(self, keys: list[str]) -> None:
+        """Free claims this request made; a store that is away frees them later (a
+        pending claim goes stale and is taken over)."""
+        if keys:
+            with contextlib.suppress(StatusUnavailableError):
+                await self._store.release_many(keys)

@@ -146,10 +146,15 @@ class BatchItemResult(BaseModel):
     routing_key: str
     deliver_at: datetime | None = None
     error: str | None = Field(None, description="Why this item was not accepted; retry it.")
+    replayed: bool = Field(
+        False,
+        description="Accepted before with this item's idempotency key: the first answer's "
+        "`message_id` and `routing_key`, and nothing published now.",
+    )
 
 
 class BatchOut(BaseModel):
-    accepted: int
+    accepted: int = Field(description="Items accepted, now or before (`replayed`).")
     failed: int
     results: list[BatchItemResult]
 

@@ -4,6 +4,8 @@
     StatusStore.lookup(id)         a message's status, or None: never seen, or past retention
     StatusStore.ids_starting_with  unique-prefix lookup for the CLI
     StatusStore.claim / confirm / release   idempotency keys of the ingestion API
+    StatusStore.claim_many / confirm_many / release_many   a batch's keys: one statement
+                                   each (with a chunk per 1000 keys), not a round trip per key
     StatusStore.prune(now)         forget what is older than the retention
 
 `Database` is the port each backend implements (common.status.sqlite, common.status.postgres):
@@ -18,7 +20,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
@@ -28,6 +30,7 @@ from common.status.states import ServiceState, format_at, is_service_event, rank
 
 __all__ = [
     "Claim",
+    "ClaimRequest",
     "Database",
     "MessageStatus",
     "ServiceStatus",
@@ -100,6 +103,17 @@ INSERT INTO hopline_idempotency (scope_key, fingerprint, message_id, routing_key
 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
 ON CONFLICT DO NOTHING
 """
+# A batch's keys in one statement; RETURNING names the rows inserted, so those are ours
+# (SQLite 3.35+ and PostgreSQL both return only inserted rows for DO NOTHING).
+_CLAIM_MANY = """
+INSERT INTO hopline_idempotency (scope_key, fingerprint, message_id, routing_key, state,
+                                 created_at)
+VALUES {rows}
+ON CONFLICT DO NOTHING
+RETURNING scope_key
+"""
+# Keys per statement: 4 parameters each stay far below SQLite's and PostgreSQL's 32 766.
+_KEYS_PER_STATEMENT = 1000
 _TAKE_OVER = """
 UPDATE hopline_idempotency SET fingerprint = ?2, message_id = ?3, routing_key = ?4,
     state = 'pending', created_at = ?5
@@ -177,6 +191,16 @@ class Claim:
     routing_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """One key to claim, with the answer it stands for if this request publishes."""
+
+    key: str
+    fingerprint: str
+    message_id: str
+    routing_key: str
+
+
 class StatusStore(Protocol):
     async def record(self, events: Sequence[Event]) -> None: ...
 
@@ -195,6 +219,12 @@ class StatusStore(Protocol):
     async def confirm(self, key: str) -> None: ...
 
     async def release(self, key: str) -> None: ...
+
+    async def claim_many(self, requests: Sequence[ClaimRequest], now: datetime) -> list[Claim]: ...
+
+    async def confirm_many(self, keys: Sequence[str]) -> None: ...
+
+    async def release_many(self, keys: Sequence[str]) -> None: ...
 
     async def prune(self, now: datetime) -> int: ...
 
@@ -387,40 +417,108 @@ class SqlStatusStore:
     async def claim(
         self, key: str, fingerprint: str, message_id: str, routing_key: str, now: datetime
     ) -> Claim:
-        created_at = format_at(now)
+        request = ClaimRequest(key, fingerprint, message_id, routing_key)
         db = await self._ready()
-        if await db.execute(_CLAIM, (key, fingerprint, message_id, routing_key, created_at)):
+        if await db.execute(_CLAIM, (*_values(request), format_at(now))):
             return Claim("claimed", message_id, routing_key)
-        rows = await (await self._ready()).fetch(
-            "SELECT fingerprint, message_id, routing_key, state, created_at "
-            "FROM hopline_idempotency WHERE scope_key = ?1",
-            (key,),
-        )
+        rows = await self._claim_rows([key])
         if not rows:  # released between our insert and our look: try once more
             return await self.claim(key, fingerprint, message_id, routing_key, now)
-        first_fingerprint, first_id, first_key, state, first_at = rows[0]
+        return await self._claim_taken(request, rows[key], now)
+
+    async def claim_many(self, requests: Sequence[ClaimRequest], now: datetime) -> list[Claim]:
+        """`claim` for each of `requests` (distinct keys), in order: one INSERT for all, and
+        one SELECT for those claimed before, so a batch of 100 keys costs two round trips."""
+        created_at = format_at(now)
+        db = await self._ready()
+        ours: set[str] = set()
+        # Inserted in key order: two batches sharing keys in another order would otherwise
+        # wait for each other's rows (a deadlock PostgreSQL ends by failing one).
+        for chunk in _chunks(sorted(requests, key=lambda request: request.key)):
+            rows = ", ".join(
+                f"(?{4 * n + 1}, ?{4 * n + 2}, ?{4 * n + 3}, ?{4 * n + 4}, 'pending', "
+                f"?{4 * len(chunk) + 1})"
+                for n in range(len(chunk))
+            )
+            args = [value for request in chunk for value in _values(request)]
+            inserted = await db.fetch(_CLAIM_MANY.format(rows=rows), (*args, created_at))
+            ours.update(row[0] for row in inserted)
+        taken = await self._claim_rows([r.key for r in requests if r.key not in ours])
+        claims = []
+        for request in requests:
+            if request.key in ours:
+                claims.append(Claim("claimed", request.message_id, request.routing_key))
+            elif request.key in taken:
+                claims.append(await self._claim_taken(request, taken[request.key], now))
+            else:  # released between our insert and our look: claimed on its own
+                claims.append(await self.claim(*_values(request), now))
+        return claims
+
+    async def _claim_rows(self, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """The rows of `keys` that exist, by key: (fingerprint, message_id, routing_key,
+        state, created_at)."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(keys):
+            rows = await (await self._ready()).fetch(
+                "SELECT scope_key, fingerprint, message_id, routing_key, state, created_at "
+                f"FROM hopline_idempotency WHERE scope_key IN ({_places(len(chunk))})",
+                chunk,
+            )
+            found.update((row[0], row[1:]) for row in rows)
+        return found
+
+    async def _claim_taken(
+        self, request: ClaimRequest, row: tuple[Any, ...], now: datetime
+    ) -> Claim:
+        """The claim of a key whose row exists: taken over when expired or stale (its
+        producer died while publishing), else what the row says."""
+        first_fingerprint, first_id, first_key, state, first_at = row
         expired = first_at < self._cutoff(now)
         stale = state == "pending" and first_at < format_at(now - self._stale_claim)
         if expired or stale:
             taken = await (await self._ready()).execute(
-                _TAKE_OVER, (key, fingerprint, message_id, routing_key, created_at, first_at)
+                _TAKE_OVER, (*_values(request), format_at(now), first_at)
             )
             if taken:
-                return Claim("claimed", message_id, routing_key)
-            return await self.claim(key, fingerprint, message_id, routing_key, now)
-        if first_fingerprint != fingerprint:
+                return Claim("claimed", request.message_id, request.routing_key)
+            return await self.claim(*_values(request), now)
+        if first_fingerprint != request.fingerprint:
             return Claim("mismatch", first_id, first_key)
         return Claim("accepted" if state == "accepted" else "in_flight", first_id, first_key)
 
     async def confirm(self, key: str) -> None:
-        await (await self._ready()).execute(
-            "UPDATE hopline_idempotency SET state = 'accepted' WHERE scope_key = ?1", (key,)
-        )
+        await self.confirm_many([key])
 
     async def release(self, key: str) -> None:
-        await (await self._ready()).execute(
-            "DELETE FROM hopline_idempotency WHERE scope_key = ?1 AND state = 'pending'", (key,)
+        await self.release_many([key])
+
+    async def confirm_many(self, keys: Sequence[str]) -> None:
+        """Mark the claims of `keys` accepted, in one transaction."""
+        await self._keys_statement(
+            "UPDATE hopline_idempotency SET state = 'accepted' WHERE scope_key IN ({places})",
+            keys,
         )
+
+    async def release_many(self, keys: Sequence[str]) -> None:
+        """Forget the claims of `keys` still pending (never an accepted one), in one
+        transaction, so the same request may be sent again."""
+        await self._keys_statement(
+            "DELETE FROM hopline_idempotency WHERE state = 'pending' AND scope_key IN ({places})",
+            keys,
+        )
+
+    async def _keys_statement(self, sql: str, keys: Sequence[str]) -> None:
+        """Run `sql` for `keys`: one statement (atomic alone, and one round trip), or a
+        transaction of a statement per chunk of keys."""
+        statements: list[Statement] = [
+            (sql.format(places=_places(len(chunk))), [chunk]) for chunk in _chunks(keys)
+        ]
+        db = await self._ready()
+        if len(statements) == 1:
+            [(one, [args])] = statements
+            await db.execute(one, args)
+        elif statements:
+            await db.transaction(statements)
 
     async def prune(self, now: datetime) -> int:
         """Forget messages and keys older than the retention; the number of messages."""
@@ -438,6 +536,26 @@ class SqlStatusStore:
             ]
         )
         return int(count[0][0])
+
+
+_Item = TypeVar("_Item")
+
+
+def _chunks(items: Sequence[_Item]) -> list[Sequence[_Item]]:
+    return [
+        items[start : start + _KEYS_PER_STATEMENT]
+        for start in range(0, len(items), _KEYS_PER_STATEMENT)
+    ]
+
+
+def _values(request: ClaimRequest) -> tuple[str, str, str, str]:
+    """A claim's parameters ?1 to ?4, in the order of the INSERT's columns."""
+    return request.key, request.fingerprint, request.message_id, request.routing_key
+
+
+def _places(count: int) -> str:
+    """`?1, ?2, ... ?count`: the parameters of an IN list."""
+    return ", ".join(f"?{n}" for n in range(1, count + 1))
 
 
 _TEXT_FIELDS = (

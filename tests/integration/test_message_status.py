@@ -30,6 +30,7 @@ from tests.support.pipeline import (
     running_worker,
     status_once,
 )
+from tests.support.postgres import fresh_database
 from tests.support.wait import wait_until
 
 NAMES = Names()
@@ -116,6 +117,21 @@ async def test_a_repeated_idempotency_key_gets_the_first_answer_and_publishes_no
     assert "Idempotent-Replayed" not in first.headers
     assert again.json()["message_id"] == first.json()["message_id"]
     assert runs == [1, 2]  # one message: its first attempt and its retry, nothing more
+
+
+async def test_a_repeated_idempotency_key_gets_the_first_answer_with_a_postgresql_store(
+    amqp_url: str,
+) -> None:
+    async with fresh_database() as database_url:
+        settings = producer_settings(amqp_url, status_url=SecretStr(database_url))
+        async with producer_client(settings) as client:
+            headers = {"Idempotency-Key": "order-A-2"}
+            first = await client.post("/v1/messages", json=ORDER, headers=headers)
+            again = await client.post("/v1/messages", json=ORDER, headers=headers)
+
+    # A scoped key once held a NUL, which PostgreSQL text refuses: every keyed request was 503
+    assert (first.status_code, again.status_code) == (202, 200), (first.text, again.text)
+    assert again.json()["message_id"] == first.json()["message_id"]
 
 
 async def test_concurrent_duplicates_are_published_once(amqp_url: str) -> None:

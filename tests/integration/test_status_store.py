@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.status.store import SqlStatusStore, open_store
+from common.status.store import ClaimRequest, SqlStatusStore, open_store
 from tests.support.events import T0, event
 from tests.support.postgres import fresh_database
 
@@ -226,3 +226,99 @@ async def test_succeeded_among_names_only_the_ids_that_succeeded_for_that_servic
     assert await store.succeeded_among("demo", ["m-1", "m-2", "m-3", "m-4"]) == {"m-1"}
     assert await store.succeeded_among("demo", []) == set()
     assert await store.succeeded("m-3", "billing")
+
+
+def _requests(*keys: str, fingerprint: str = "fp") -> list[ClaimRequest]:
+    return [ClaimRequest(key, fingerprint, f"id-{key}", "high.a") for key in keys]
+
+
+async def test_claim_many_answers_each_key_as_claim_would_in_order(store: SqlStatusStore) -> None:
+    # Given one key accepted, one being published, one used for another request
+    await store.claim("accepted", "fp", "first-accepted", "high.a", NOW)
+    await store.confirm("accepted")
+    await store.claim("in-flight", "fp", "first-in-flight", "high.a", NOW)
+    await store.claim("other", "other-fp", "first-other", "high.a", NOW)
+
+    # When a batch claims them and a new key together
+    claims = await store.claim_many(_requests("new", "accepted", "in-flight", "other"), NOW)
+
+    # Then each answer is the single claim's, the earlier ones naming the first answer
+    assert [(c.outcome, c.message_id) for c in claims] == [
+        ("claimed", "id-new"),
+        ("accepted", "first-accepted"),
+        ("in_flight", "first-in-flight"),
+        ("mismatch", "first-other"),
+    ]
+    assert (await store.claim("new", "fp", "id-2", "high.a", NOW)).outcome == "in_flight"
+
+
+async def test_claim_many_takes_over_an_expired_key(store: SqlStatusStore) -> None:
+    await store.claim("k", "fp", "id-old", "high.a", NOW)
+    await store.confirm("k")
+    later = NOW + timedelta(seconds=RETENTION_S + 1)
+
+    [claim] = await store.claim_many(_requests("k"), later)
+
+    assert (claim.outcome, claim.message_id) == ("claimed", "id-k")
+
+
+async def test_confirm_many_and_release_many_settle_a_batch_s_claims(
+    store: SqlStatusStore,
+) -> None:
+    # Given four claimed keys, one of them confirmed before
+    await store.claim_many(_requests("a", "b", "c", "d"), NOW)
+    await store.confirm("d")
+
+    # When two are confirmed and the others released
+    await store.confirm_many(["a", "b"])
+    await store.release_many(["c", "d"])
+
+    # Then the confirmed answer as accepted, the released one is free again, and release
+    # never frees a confirmed key
+    again = await store.claim_many(_requests("a", "b", "c", "d"), NOW)
+    assert [c.outcome for c in again] == ["accepted", "accepted", "claimed", "accepted"]
+
+
+async def test_concurrent_claim_many_of_one_batch_have_one_winner_per_key(
+    store: SqlStatusStore,
+) -> None:
+    keys = [f"k-{n}" for n in range(50)]
+
+    batches = await asyncio.gather(*(store.claim_many(_requests(*keys), NOW) for _ in range(5)))
+
+    for position in range(len(keys)):
+        outcomes = sorted(batch[position].outcome for batch in batches)
+        assert outcomes == ["claimed"] + ["in_flight"] * 4
+
+
+async def test_claim_many_of_more_keys_than_one_statement_carries(store: SqlStatusStore) -> None:
+    keys = [f"k-{n}" for n in range(2500)]  # three statements' worth
+
+    first = await store.claim_many(_requests(*keys), NOW)
+    await store.confirm_many(keys)
+    again = await store.claim_many(_requests(*keys, fingerprint="fp"), NOW)
+
+    assert {c.outcome for c in first} == {"claimed"}
+    assert {c.outcome for c in again} == {"accepted"}
+    assert again[-1].message_id == "id-k-2499"
+    assert await store.claim_many([], NOW) == []
+
+
+async def test_concurrent_claim_many_of_shared_keys_in_opposite_orders_both_answer(
+    store: SqlStatusStore,
+) -> None:
+    keys = [f"k-{n:03}" for n in range(1000)]
+    await asyncio.gather(*(store.lookup(f"warm-{n}", NOW) for n in range(4)))  # connections
+
+    forward, backward = await asyncio.gather(
+        store.claim_many(_requests(*keys), NOW), store.claim_many(_requests(*keys[::-1]), NOW)
+    )
+
+    # Each key has one winner, and neither batch failed on a deadlock between them
+    won = {r.key for r, c in zip(_requests(*keys), forward, strict=True) if c.outcome == "claimed"}
+    won_back = {
+        r.key
+        for r, c in zip(_requests(*keys[::-1]), backward, strict=True)
+        if c.outcome == "claimed"
+    }
+    assert won | won_back == set(keys) and not won & won_back

@@ -210,6 +210,7 @@ async def test_a_batch_where_some_items_fail_is_202_saying_which_failed_and_why(
                 "routing_key": "normal.jobs.run",
                 "deliver_at": None,
                 "error": {1: unreachable, 3: unconfirmed}.get(n),
+                "replayed": False,
             }
             for n in range(5)
         ],
@@ -256,6 +257,43 @@ async def test_a_batch_with_one_bad_item_publishes_nothing(
         response
     )
     assert publisher.published == []
+
+
+async def test_a_message_id_twice_in_one_batch_is_422_naming_both_items(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    items = [{"type": "jobs.run", "payload": n, "message_id": f"m-{n % 2}"} for n in range(3)]
+
+    response = await client.post("/v1/messages/batch", json={"messages": items})
+
+    assert response.status_code == 422
+    assert _errors(response) == [
+        (
+            "body.messages.2.message_id",
+            "message_id repeats item 0's: a batch carries each message_id once",
+        )
+    ]
+    assert publisher.published == []
+
+
+async def test_a_batch_with_an_idempotency_key_is_503_without_a_status_store(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # Given a producer without a status store (this client's), a key cannot be honoured
+    items = [{"type": "jobs.run", "payload": n, "message_id": f"m-{n}"} for n in range(2)]
+
+    keyed = await client.post(
+        "/v1/messages/batch", json={"messages": items}, headers={"Idempotency-Key": "k-1"}
+    )
+    by_ids = await client.post("/v1/messages/batch", json={"messages": items})
+
+    # Then the header is refused and publishes nothing; message_ids alone publish as before
+    assert keyed.status_code == 503
+    assert keyed.json()["detail"] == (
+        "this producer keeps no status store: it cannot honour an Idempotency-Key"
+    )
+    assert by_ids.status_code == 202
+    assert sorted(m.message_id or "" for _, m in publisher.published) == ["m-0", "m-1"]
 
 
 async def test_an_oversized_batch_is_422(client: httpx.AsyncClient) -> None:
