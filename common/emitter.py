@@ -189,8 +189,13 @@ class EventEmitter:
                     self._idle.set()
                 await self._wakeup.wait()
                 continue
-            exchange = await self._ensure_exchange()
-            if exchange is None or not await self._publish_batch(exchange):
+            try:
+                exchange = await self._ensure_exchange()
+                published = exchange is not None and await self._publish_batch(exchange)
+            except Exception:  # a bug of ours: said loudly; this publisher must go on
+                _log.exception("events.publisher_failed", waiting=self.pending)
+                published = False
+            if not published:
                 await asyncio.sleep(self._retry_s)
 
     async def _ensure_exchange(self) -> AbstractExchange | None:
@@ -206,11 +211,16 @@ class EventEmitter:
         except HoplineError as exc:
             self._failed(str(exc))
             return None
-        channel = self._connection.channel(publisher_confirms=True)
+        try:
+            # Raises at once while the connection is between two attempts (no transport).
+            channel = self._connection.channel(publisher_confirms=True)
+        except RuntimeError as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return None
         try:
             with connection_torn_down_as():
                 await channel  # opens it
-        except Exception as exc:  # the connection is away right now: tried again later
+        except Exception as exc:  # the connection went away meanwhile: tried again later
             # Closed on purpose, or the robust connection would open it on its return and
             # keep it open beside the next one.
             await _close_quietly(channel)
@@ -221,6 +231,8 @@ class EventEmitter:
         return self._exchange
 
     async def _publish_batch(self, exchange: AbstractExchange) -> bool:
+        if not self._buffer:  # another publisher took them while this one waited to open
+            return True
         batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
         self._in_flight += len(batch)
         self._in_flight_from.append(batch[0].seq)
