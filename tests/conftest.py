@@ -16,10 +16,10 @@ import pytest
 from consumer.testing_broker import PrivateNode
 from deploy.local.broker import (
     LocalBroker,
+    discard_local_broker,
     free_port,
     rabbitmq_server_available,
     start_local_broker,
-    stop_local_broker,
 )
 from tests.support.broker import BrokerEndpoint, Management, Vhost, start_private_node
 from tests.support.needs import missing
@@ -85,7 +85,7 @@ def private_broker() -> Iterator[LocalBroker]:
     try:
         yield node
     finally:
-        stop_local_broker(node)
+        discard_local_broker(node)
         shutil.rmtree(base_dir, ignore_errors=True)
 
 

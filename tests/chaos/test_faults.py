@@ -23,6 +23,7 @@ import pytest
 
 from deploy.local.broker import (
     LocalBroker,
+    discard_local_broker,
     kill_local_broker,
     rabbitmq_server_available,
     restart_local_broker,
@@ -192,14 +193,14 @@ async def test_consumer_sigkilled_with_handlers_running(amqp_url: str, tmp_path:
     with Pipeline(amqp_url, tmp_path) as pipeline:
         victim, survivor = pipeline.start_consumer(), pipeline.start_consumer()
         await pipeline.wait_ready(amqp_url, consumers=2)
-        # Given 3 000 messages whose handlers take 50 ms, 16 at a time per consumer
-        stream = HttpStream(pipeline.port, 3000, rate_per_s=150, sleep_s=0.05)
+        # Given 2 000 messages whose handlers take 50 ms, 16 at a time per consumer
+        stream = HttpStream(pipeline.port, 2000, rate_per_s=150, sleep_s=0.05)
 
         # When one consumer is SIGKILLed a third of the way in, handlers running
         async def fault() -> None:
             victim.send_signal(signal.SIGKILL)
 
-        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
+        fault_at, records = await through_fault(stream, pipeline.records, after=600, fault=fault)
         result = tally(
             "consumer SIGKILL, handlers running",
             stream,
@@ -225,7 +226,7 @@ async def test_sigterm_under_load(amqp_url: str, tmp_path: Path) -> None:
     with Pipeline(amqp_url, tmp_path) as pipeline:
         stopping, staying = pipeline.start_consumer(), pipeline.start_consumer()
         await pipeline.wait_ready(amqp_url, consumers=2)
-        stream = HttpStream(pipeline.port, 3000, rate_per_s=150, sleep_s=0.05)
+        stream = HttpStream(pipeline.port, 2000, rate_per_s=150, sleep_s=0.05)
         exit_code: int | None = None
 
         # When one consumer gets SIGTERM a third of the way in
@@ -234,7 +235,7 @@ async def test_sigterm_under_load(amqp_url: str, tmp_path: Path) -> None:
             stopping.send_signal(signal.SIGTERM)
             exit_code = await asyncio.to_thread(stopping.wait, 30)
 
-        fault_at, records = await through_fault(stream, pipeline.records, after=1000, fault=fault)
+        fault_at, records = await through_fault(stream, pipeline.records, after=600, fault=fault)
         result = tally(
             "consumer SIGTERM under load",
             stream,
@@ -349,7 +350,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalBrok
         yield nodes
     finally:
         with ThreadPoolExecutor(len(nodes) or 1) as pool:
-            list(pool.map(lambda node: stop_local_broker(node), nodes))
+            list(pool.map(discard_local_broker, nodes))
         for base in bases:
             shutil.rmtree(base, ignore_errors=True)
 

@@ -28,9 +28,9 @@ from consumer import PermanentError, Registry
 from consumer.cli import app
 from deploy.local.broker import (
     LocalBroker,
+    discard_local_broker,
     rabbitmq_server_available,
     start_local_broker,
-    stop_local_broker,
 )
 from tests.support.needs import missing
 from tests.support.pipeline import (
@@ -115,7 +115,7 @@ def secured() -> Iterator[SecuredNode]:
         secured.import_definitions()
         yield secured
     finally:
-        stop_local_broker(node)
+        discard_local_broker(node)
         shutil.rmtree(base_dir, ignore_errors=True)
 
 

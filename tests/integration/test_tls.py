@@ -21,10 +21,10 @@ from consumer import Registry
 from consumer.worker import Worker
 from deploy.local.broker import (
     LocalBroker,
+    discard_local_broker,
     free_port,
     rabbitmq_server_available,
     start_local_broker,
-    stop_local_broker,
 )
 from tests.support.needs import missing
 from tests.support.pipeline import (
@@ -102,7 +102,7 @@ def _tls_node(*, require_client_certificate: bool) -> Iterator[TlsNode]:
             client_dir / "other-ca.pem",
         )
     finally:
-        stop_local_broker(node)
+        discard_local_broker(node)
         shutil.rmtree(base_dir, ignore_errors=True)
 
 

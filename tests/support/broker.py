@@ -31,9 +31,9 @@ from consumer.testing_broker import (
 )
 from deploy.local.broker import (
     LocalBrokerError,
+    discard_local_broker,
     rabbitmq_server_available,
     start_local_broker,
-    stop_local_broker,
 )
 
 __all__ = [
@@ -135,7 +135,7 @@ def start_private_node(cleanup: ExitStack, reasons: list[str]) -> BrokerEndpoint
     except LocalBrokerError as exc:
         reasons.append(f"local node: {exc}")
         return None
-    cleanup.callback(stop_local_broker, local)
+    cleanup.callback(discard_local_broker, local)
     return BrokerEndpoint(
         amqp_url=local.amqp_url,
         management_url=local.management_url,
