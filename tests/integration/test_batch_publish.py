@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 from aiormq.abc import AbstractChannel
+from aiormq.channel import Channel
 from pamqp.commands import Basic
 
 from common.batch_publish import publish_batch
@@ -59,6 +60,35 @@ async def test_a_connection_that_stopped_writing_reports_batches_unconfirmed_and
 
     assert stalled == [[False] * 40] * 20
     assert after == [True] * 3
+
+
+async def test_a_write_queue_that_never_drains_ends_the_batch_at_its_deadline_with_tags_back(
+    amqp_url: str,
+) -> None:
+    async with _channel(amqp_url, {}) as channel:
+        assert isinstance(channel, Channel)
+        # Given the write queue of a connection that died: full, and nobody takes from it
+        drained = channel.write_queue
+        dead: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        dead.put_nowait(object())
+        channel.write_queue = dead
+        tag_before = channel.delivery_tag
+
+        # Then the batch ends at its deadline, unconfirmed (the bound only tells a hang
+        # from an answer), and gives back the delivery tags it had taken
+        stalled = await asyncio.wait_for(
+            publish_batch(channel, EXCHANGE, [("demo.x", b"1")] * 3, PROPERTIES, 0.5),
+            timeout=30,
+        )
+        assert channel.delivery_tag == tag_before
+        assert not set(channel.confirmations) - {*range(1, tag_before + 1)}
+
+        # And on a queue that drains again, the broker numbers the next batch as we do
+        channel.write_queue = drained
+        after = await publish_batch(channel, EXCHANGE, [("demo.y", b"2")] * 2, PROPERTIES, 30)
+
+    assert stalled == [False] * 3
+    assert after == [True] * 2
 
 
 async def test_every_message_of_a_batch_arrives_in_order_and_is_confirmed(amqp_url: str) -> None:
