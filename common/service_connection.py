@@ -27,6 +27,7 @@ from common.connection import connect
 from common.errors import HoplineError
 from common.settings import HoplineSettings
 from common.tasks import close_within
+from common.teardown import connection_torn_down_as
 
 __all__ = ["connect_and_set_up"]
 
@@ -54,7 +55,10 @@ async def connect_and_set_up(
     try:
         while True:
             try:
-                await set_up(connection)
+                # aiormq fails the set-up's pending calls with CancelledError when it tears
+                # the connection down (common.teardown): a lost broker, not a cancel.
+                with connection_torn_down_as():
+                    await set_up(connection)
                 return connection
             except Exception as exc:  # the broker left halfway, or refused a declaration
                 reason = str(exc) if isinstance(exc, HoplineError) else _described(exc)

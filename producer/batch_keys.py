@@ -1,8 +1,10 @@
 """Which idempotency key each item of a batch has, and how a refused batch is explained.
 
-    Idempotency-Key header h     item i's key is `h#i`; every item is keyed, and each carries
-                                 the whole batch's fingerprint: the header names the request,
-                                 so the same header with any other batch is a mismatch
+    Idempotency-Key header h     item i's key is h, U+001F, i: no client key holds U+001F,
+                                 so no single request's key names an item's; every item is
+                                 keyed, and each carries the whole batch's fingerprint: the
+                                 header names the request, so the same header with any other
+                                 batch is a mismatch
     else the item's message_id   its key is the message_id and its fingerprint the item's own:
                                  the single endpoint's key space, so a message_id accepted
                                  singly is a replay in a batch, and the other way round
@@ -42,7 +44,9 @@ def item_keys(batch: BatchIn, header: str | None, scope: str) -> list[ItemKey]:
     if header is not None:
         whole = request_fingerprint(batch)
         return [
-            ItemKey(index, scoped_key(scope, f"{header}#{index}"), whole)
+            # Joined by a character no client key holds (printable ASCII only), so no
+            # single request's key or message_id can name a batch item's row
+            ItemKey(index, scoped_key(scope, f"{header}\x1f{index}"), whole)
             for index in range(len(batch.messages))
         ]
     return [

@@ -16,6 +16,7 @@ them into `$1`). Every failure of the database becomes `StatusUnavailableError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -429,9 +430,22 @@ class SqlStatusStore:
     async def claim_many(self, requests: Sequence[ClaimRequest], now: datetime) -> list[Claim]:
         """`claim` for each of `requests` (distinct keys), in order: one INSERT for all, and
         one SELECT for those claimed before, so a batch of 100 keys costs two round trips."""
+        ours: set[str] = set()
+        try:
+            return await self._claim_all(requests, now, ours)
+        except BaseException:
+            # A store that fails halfway must not leave this request's claims pending: a
+            # retry would read them as in flight until they went stale.
+            with contextlib.suppress(Exception):
+                await self.release_many(sorted(ours))
+            raise
+
+    async def _claim_all(
+        self, requests: Sequence[ClaimRequest], now: datetime, ours: set[str]
+    ) -> list[Claim]:
+        """claim_many's work; every key it claims goes into `ours` as soon as it has it."""
         created_at = format_at(now)
         db = await self._ready()
-        ours: set[str] = set()
         # Inserted in key order: two batches sharing keys in another order would otherwise
         # wait for each other's rows (a deadlock PostgreSQL ends by failing one).
         for chunk in _chunks(sorted(requests, key=lambda request: request.key)):
@@ -447,11 +461,14 @@ class SqlStatusStore:
         claims = []
         for request in requests:
             if request.key in ours:
-                claims.append(Claim("claimed", request.message_id, request.routing_key))
+                claim = Claim("claimed", request.message_id, request.routing_key)
             elif request.key in taken:
-                claims.append(await self._claim_taken(request, taken[request.key], now))
+                claim = await self._claim_taken(request, taken[request.key], now)
             else:  # released between our insert and our look: claimed on its own
-                claims.append(await self.claim(*_values(request), now))
+                claim = await self.claim(*_values(request), now)
+            if claim.outcome == "claimed":
+                ours.add(request.key)
+            claims.append(claim)
         return claims
 
     async def _claim_rows(self, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:

@@ -30,9 +30,15 @@ def test_a_header_keys_every_item_by_its_index_scoped_like_the_single_endpoint()
     keys = item_keys(batch, "import-7", "team-a")
 
     assert [(k.index, k.key) for k in keys] == [
-        (0, scoped_key("team-a", "import-7#0")),
-        (1, scoped_key("team-a", "import-7#1")),
+        (0, scoped_key("team-a", "import-7\x1f0")),
+        (1, scoped_key("team-a", "import-7\x1f1")),
     ]
+
+
+def test_no_single_request_key_names_a_batch_item_s_key() -> None:
+    batch_item = item_keys(_batch("m-0", None), "import-1", "")[0].key
+
+    assert batch_item not in {scoped_key("", "import-1#0"), scoped_key("", "import-1")}
 
 
 def test_a_scoped_key_is_storable_in_postgresql_text_and_unambiguous() -> None:
