@@ -14,6 +14,7 @@ from common.logging import get_logger
 from producer.admin import admin_page, admin_router
 from producer.api import probes, router
 from producer.auth import KeyRing
+from producer.batch_api import batch_router
 from producer.contract import contract_router, load_contract
 from producer.errors import add_error_responses
 from producer.gate import AuthenticateFirst
@@ -98,6 +99,7 @@ def create_app(
     app.add_api_route("/metrics", metrics_page, include_in_schema=False)
     if ingestion:
         app.include_router(router)
+        app.include_router(batch_router)
         app.include_router(status_router)
         app.include_router(contract_router(load_contract(settings)))
     if admin:

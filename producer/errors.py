@@ -16,9 +16,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from producer.api import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from producer.auth import Forbidden, RateLimited, Unauthenticated
 from producer.idempotency import IdempotencyConflict, IdempotencyInFlight
+from producer.ingest import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 
 __all__ = ["add_error_responses"]
 

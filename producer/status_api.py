@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from common.errors import StatusUnavailableError
 from common.logging import get_logger
-from producer.api import ServiceUnavailable
+from producer.ingest import ServiceUnavailable
 from producer.schemas import Problem
 from producer.state import app_state
 from producer.status_schemas import MessageStatusOut, Unknown, status_out
