@@ -30,7 +30,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +121,14 @@ class LocalBroker:
         return result.stdout
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (and no RabbitMQ default)."""
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (and no RabbitMQ default),
+    other than the ports in `avoid`: a port just probed and released may come back at once."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind((_HOST, 0))
             port: int = probe.getsockname()[1]
-        if port not in _RESERVED_PORTS:
+        if port not in _RESERVED_PORTS and port not in avoid:
             return port
     raise LocalBrokerError("no free TCP port found on 127.0.0.1")
 
@@ -144,9 +145,11 @@ def start_local_broker(
     amqp_port: int | None = None,
     management_port: int | None = None,
     extra_config: str = "",
+    avoid_ports: Collection[int] = (),
     timeout_s: float = 90,
 ) -> LocalBroker:
     """Start a fresh private node with the management plugin and wait until it serves.
+    `avoid_ports`: ports `extra_config` gives the node (a TLS listener), left to them.
 
     Ready means: the AMQP port answers the protocol header, `rabbitmqctl await_startup`
     succeeds for our node name, and the management API answers. On failure the node is
@@ -154,17 +157,23 @@ def start_local_broker(
     """
     if not rabbitmq_server_available():
         raise LocalBrokerError("rabbitmq-server and rabbitmqctl must both be on PATH")
+    taken: list[int] = [*avoid_ports, *(port for port in (amqp_port, management_port) if port)]
+
+    def another_port() -> int:
+        taken.append(free_port(avoid=taken))
+        return taken[-1]
+
     broker = LocalBroker(
         node_name=node_name or f"hopline-{secrets.token_hex(4)}@localhost",
-        amqp_port=amqp_port or free_port(),
-        management_port=management_port or free_port(),
-        dist_port=free_port(),
+        amqp_port=amqp_port or another_port(),
+        management_port=management_port or another_port(),
+        dist_port=another_port(),
         base_dir=base_dir.resolve(),
-        prometheus_port=free_port(),
+        prometheus_port=another_port(),
     )
     ports = {broker.amqp_port, broker.management_port, broker.dist_port, broker.prometheus_port}
     if len(ports) != 4:
-        raise LocalBrokerError(f"AMQP, management, metrics, distribution ports differ: {broker}")
+        raise LocalBrokerError(f"the node's four ports must differ: {broker}")
     _refuse_taken_name_or_ports(broker, grace_s=0)
     _prepare_base_dir(broker, extra_config)
     _launch_and_wait(broker, timeout_s)

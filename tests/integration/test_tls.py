@@ -87,6 +87,7 @@ def _tls_node(*, require_client_certificate: bool) -> Iterator[TlsNode]:
                     f"ssl_options.fail_if_no_peer_cert = {fail_if_no_peer_cert}",
                 ]
             ),
+            avoid_ports=(tls_port,),
         )
     except BaseException:
         shutil.rmtree(base_dir, ignore_errors=True)
