@@ -98,12 +98,6 @@ INSERT INTO hopline_events (message_id, service, event, replay, attempt, at, err
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT DO NOTHING
 """
-_CLAIM = """
-INSERT INTO hopline_idempotency (scope_key, fingerprint, message_id, routing_key, state,
-                                 created_at)
-VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
-ON CONFLICT DO NOTHING
-"""
 # A batch's keys in one statement; RETURNING names the rows inserted, so those are ours
 # (SQLite 3.35+ and PostgreSQL both return only inserted rows for DO NOTHING).
 _CLAIM_MANY = """
@@ -418,14 +412,10 @@ class SqlStatusStore:
     async def claim(
         self, key: str, fingerprint: str, message_id: str, routing_key: str, now: datetime
     ) -> Claim:
+        """One key's claim: a batch of one (claim_many)."""
         request = ClaimRequest(key, fingerprint, message_id, routing_key)
-        db = await self._ready()
-        if await db.execute(_CLAIM, (*_values(request), format_at(now))):
-            return Claim("claimed", message_id, routing_key)
-        rows = await self._claim_rows([key])
-        if not rows:  # released between our insert and our look: try once more
-            return await self.claim(key, fingerprint, message_id, routing_key, now)
-        return await self._claim_taken(request, rows[key], now)
+        [claim] = await self.claim_many([request], now)
+        return claim
 
     async def claim_many(self, requests: Sequence[ClaimRequest], now: datetime) -> list[Claim]:
         """`claim` for each of `requests` (distinct keys), in order: one INSERT for all, and
@@ -464,7 +454,7 @@ class SqlStatusStore:
                 claim = Claim("claimed", request.message_id, request.routing_key)
             elif request.key in taken:
                 claim = await self._claim_taken(request, taken[request.key], now)
-            else:  # released between our insert and our look: claimed on its own
+            else:  # released between our insert and our look: claimed again
                 claim = await self.claim(*_values(request), now)
             if claim.outcome == "claimed":
                 ours.add(request.key)
