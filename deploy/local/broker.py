@@ -207,9 +207,7 @@ def stop_local_broker(broker: LocalBroker, *, timeout_s: float = 60) -> None:
         if not stopped:
             _signal_node(broker, signal.SIGTERM)
             if not _wait_for_exit(broker, time.monotonic() + 10):
-                _signal_node(broker, signal.SIGKILL)
-                if not _wait_for_exit(broker, time.monotonic() + 10):
-                    raise LocalBrokerError(f"node {broker.node_name} survived SIGKILL")
+                _sigkill(broker)
         _wait_for_epmd_to_forget(broker, time.monotonic() + 10)
     _reap(broker)
 
@@ -219,9 +217,7 @@ def discard_local_broker(broker: LocalBroker) -> None:
     is fine. SIGKILL, not `rabbitmqctl stop`: a graceful stop spends about 6 s flushing
     queues into a directory that is deleted next, and the node's name is never used again."""
     if node_pids(broker):
-        _signal_node(broker, signal.SIGKILL)
-        if not _wait_for_exit(broker, time.monotonic() + 10):
-            raise LocalBrokerError(f"node {broker.node_name} survived SIGKILL")
+        _sigkill(broker)
     _reap(broker)
 
 
@@ -229,11 +225,15 @@ def kill_local_broker(broker: LocalBroker) -> None:
     """SIGKILL the node's VM, as a crash or power loss would; for fault-injection tests."""
     if not node_pids(broker):
         raise LocalBrokerError(f"node {broker.node_name} is not running")
+    _sigkill(broker)
+    _wait_for_epmd_to_forget(broker, time.monotonic() + 10)
+    _reap(broker)
+
+
+def _sigkill(broker: LocalBroker) -> None:
     _signal_node(broker, signal.SIGKILL)
     if not _wait_for_exit(broker, time.monotonic() + 10):
         raise LocalBrokerError(f"node {broker.node_name} survived SIGKILL")
-    _wait_for_epmd_to_forget(broker, time.monotonic() + 10)
-    _reap(broker)
 
 
 # --- files -------------------------------------------------------------------------------
