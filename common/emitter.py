@@ -211,19 +211,18 @@ class EventEmitter:
         except HoplineError as exc:
             self._failed(str(exc))
             return None
-        try:
-            # Raises at once while the connection is between two attempts (no transport).
-            channel = self._connection.channel(publisher_confirms=True)
-        except RuntimeError as exc:
-            self._failed(f"{type(exc).__name__}: {exc}")
-            return None
+        channel: AbstractChannel | None = None
         try:
             with connection_torn_down_as():
-                await channel  # opens it
-        except Exception as exc:  # the connection went away meanwhile: tried again later
-            # Closed on purpose, or the robust connection would open it on its return and
-            # keep it open beside the next one.
-            await _close_quietly(channel)
+                # channel() raises at once while the connection is between two attempts
+                # (no transport); opening it fails while the broker is away.
+                channel = self._connection.channel(publisher_confirms=True)
+                await channel
+        except Exception as exc:  # tried again after retry_s
+            if channel is not None:
+                # Closed on purpose, or the robust connection would open it on its return
+                # and keep it open beside the next one.
+                await _close_quietly(channel)
             self._failed(f"{type(exc).__name__}: {exc}")
             return None
         self._channel = channel
